@@ -24,4 +24,6 @@ mod wire;
 pub use error::Error;
 pub use messages::*;
 pub use transport::{call, Badge, InProcess, Server, Transport};
-pub use wire::{decode_reply, encode_error_reply, encode_reply, encode_request, Label, Request, MAX_MSG_BYTES};
+pub use wire::{
+    decode_reply, encode_error_reply, encode_reply, encode_request, Label, Request, MAX_MSG_BYTES,
+};

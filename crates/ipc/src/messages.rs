@@ -18,7 +18,11 @@ macro_rules! wire_struct {
 }
 
 fn zero(v: u32) -> Result<(), Error> {
-    if v == 0 { Ok(()) } else { Err(Error::InvalidArgument) }
+    if v == 0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument)
+    }
 }
 
 // ---------------------------------------------------------------------------------

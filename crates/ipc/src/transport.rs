@@ -47,7 +47,10 @@ impl<S: Server> Transport for InProcess<'_, S> {
 }
 
 /// Sends a typed request over any transport and decodes the typed reply.
-pub fn call<T: Transport + ?Sized, R: Request>(transport: &mut T, request: &R) -> Result<R::Reply, Error> {
+pub fn call<T: Transport + ?Sized, R: Request>(
+    transport: &mut T,
+    request: &R,
+) -> Result<R::Reply, Error> {
     let mut out = [0u8; MAX_MSG_BYTES];
     let len = encode_request(request, &mut out)?;
     let mut reply = [0u8; MAX_MSG_BYTES];

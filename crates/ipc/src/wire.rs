@@ -95,7 +95,9 @@ pub(crate) fn split_header(bytes: &[u8]) -> Result<(u32, &[u8]), Error> {
 }
 
 /// Reads exactly one `T` from `body`: shorter is `Truncated`, longer is `TrailingBytes`.
-pub(crate) fn read_exact<T: FromBytes + KnownLayout + Immutable + Sized>(body: &[u8]) -> Result<T, Error> {
+pub(crate) fn read_exact<T: FromBytes + KnownLayout + Immutable + Sized>(
+    body: &[u8],
+) -> Result<T, Error> {
     let want = core::mem::size_of::<T>();
     if body.len() < want {
         return Err(Error::Truncated);

@@ -21,21 +21,59 @@ fn encode<R: Request>(r: &R) -> Vec<u8> {
 fn round_trip_every_request_kind() {
     let reqs: Vec<(Vec<u8>, MmuRequest)> = vec![
         (
-            encode(&CreateVm { mmu_mode: 1, root_reuse: 1, flags: vm_flags::EPT_AD, reserved: 0 }),
-            MmuRequest::CreateVm(CreateVm { mmu_mode: 1, root_reuse: 1, flags: 1, reserved: 0 }),
+            encode(&CreateVm {
+                mmu_mode: 1,
+                root_reuse: 1,
+                flags: vm_flags::EPT_AD,
+                reserved: 0,
+            }),
+            MmuRequest::CreateVm(CreateVm {
+                mmu_mode: 1,
+                root_reuse: 1,
+                flags: 1,
+                reserved: 0,
+            }),
         ),
         (
-            encode(&AddMemSlot { base_gfn: 0, npages: 512, host_base: 0x10_0000, kind: 0, reserved: 0 }),
-            MmuRequest::AddMemSlot(AddMemSlot { base_gfn: 0, npages: 512, host_base: 0x10_0000, kind: 0, reserved: 0 }),
+            encode(&AddMemSlot {
+                base_gfn: 0,
+                npages: 512,
+                host_base: 0x10_0000,
+                kind: 0,
+                reserved: 0,
+            }),
+            MmuRequest::AddMemSlot(AddMemSlot {
+                base_gfn: 0,
+                npages: 512,
+                host_base: 0x10_0000,
+                kind: 0,
+                reserved: 0,
+            }),
         ),
         (
-            encode(&CrWrite { value: 0x8000_0011, reg: 0, reserved: 0 }),
-            MmuRequest::CrWrite(CrWrite { value: 0x8000_0011, reg: 0, reserved: 0 }),
+            encode(&CrWrite {
+                value: 0x8000_0011,
+                reg: 0,
+                reserved: 0,
+            }),
+            MmuRequest::CrWrite(CrWrite {
+                value: 0x8000_0011,
+                reg: 0,
+                reserved: 0,
+            }),
         ),
         (encode(&GetStats {}), MmuRequest::GetStats(GetStats {})),
         (
-            encode(&Invpcid { gva: 0x1000, pcid: 7, kind: 1 }),
-            MmuRequest::Invpcid(Invpcid { gva: 0x1000, pcid: 7, kind: 1 }),
+            encode(&Invpcid {
+                gva: 0x1000,
+                pcid: 7,
+                kind: 1,
+            }),
+            MmuRequest::Invpcid(Invpcid {
+                gva: 0x1000,
+                pcid: 7,
+                kind: 1,
+            }),
         ),
     ];
     for (bytes, want) in reqs {
@@ -48,32 +86,93 @@ fn round_trip_every_request_kind() {
 fn specific_errors() {
     assert_eq!(MmuRequest::decode(&[]), Err(Error::Truncated));
     assert_eq!(MmuRequest::decode(&[1, 0]), Err(Error::Truncated));
-    assert_eq!(MmuRequest::decode(&framed(999, &[])), Err(Error::UnknownLabel));
-    assert_eq!(MmuRequest::decode(&framed(0, &[])), Err(Error::UnknownLabel));
+    assert_eq!(
+        MmuRequest::decode(&framed(999, &[])),
+        Err(Error::UnknownLabel)
+    );
+    assert_eq!(
+        MmuRequest::decode(&framed(0, &[])),
+        Err(Error::UnknownLabel)
+    );
     // CreateVm with a body one byte short, and one byte long.
-    let good = CreateVm { mmu_mode: 0, root_reuse: 1, flags: 0, reserved: 0 };
+    let good = CreateVm {
+        mmu_mode: 0,
+        root_reuse: 1,
+        flags: 0,
+        reserved: 0,
+    };
     let body = good.as_bytes();
-    assert_eq!(MmuRequest::decode(&framed(1, &body[..body.len() - 1])), Err(Error::Truncated));
+    assert_eq!(
+        MmuRequest::decode(&framed(1, &body[..body.len() - 1])),
+        Err(Error::Truncated)
+    );
     let mut long = body.to_vec();
     long.push(0);
-    assert_eq!(MmuRequest::decode(&framed(1, &long)), Err(Error::TrailingBytes));
+    assert_eq!(
+        MmuRequest::decode(&framed(1, &long)),
+        Err(Error::TrailingBytes)
+    );
     // Out-of-range enum, non-zero reserved field.
-    let bad_mode = CreateVm { mmu_mode: 2, ..good };
-    assert_eq!(MmuRequest::decode(&encode(&bad_mode)), Err(Error::InvalidArgument));
-    let bad_reserved = CreateVm { reserved: 1, ..good };
-    assert_eq!(MmuRequest::decode(&encode(&bad_reserved)), Err(Error::InvalidArgument));
-    let bad_reg = CrWrite { value: 0, reg: 2, reserved: 0 };
-    assert_eq!(MmuRequest::decode(&encode(&bad_reg)), Err(Error::InvalidArgument));
-    let bad_len = EmulatedWrite { gpa: 0, data: 0, len: 3, reserved: 0 };
-    assert_eq!(MmuRequest::decode(&encode(&bad_len)), Err(Error::InvalidArgument));
-    let mmio_with_backing = AddMemSlot { base_gfn: 0, npages: 1, host_base: 0x1000, kind: 2, reserved: 0 };
-    assert_eq!(MmuRequest::decode(&encode(&mmio_with_backing)), Err(Error::InvalidArgument));
+    let bad_mode = CreateVm {
+        mmu_mode: 2,
+        ..good
+    };
+    assert_eq!(
+        MmuRequest::decode(&encode(&bad_mode)),
+        Err(Error::InvalidArgument)
+    );
+    let bad_reserved = CreateVm {
+        reserved: 1,
+        ..good
+    };
+    assert_eq!(
+        MmuRequest::decode(&encode(&bad_reserved)),
+        Err(Error::InvalidArgument)
+    );
+    let bad_reg = CrWrite {
+        value: 0,
+        reg: 2,
+        reserved: 0,
+    };
+    assert_eq!(
+        MmuRequest::decode(&encode(&bad_reg)),
+        Err(Error::InvalidArgument)
+    );
+    let bad_len = EmulatedWrite {
+        gpa: 0,
+        data: 0,
+        len: 3,
+        reserved: 0,
+    };
+    assert_eq!(
+        MmuRequest::decode(&encode(&bad_len)),
+        Err(Error::InvalidArgument)
+    );
+    let mmio_with_backing = AddMemSlot {
+        base_gfn: 0,
+        npages: 1,
+        host_base: 0x1000,
+        kind: 2,
+        reserved: 0,
+    };
+    assert_eq!(
+        MmuRequest::decode(&encode(&mmio_with_backing)),
+        Err(Error::InvalidArgument)
+    );
 }
 
 #[test]
 fn replies_decode_and_errors_surface() {
     let mut buf = [0u8; MAX_MSG_BYTES];
-    let n = encode_reply(&RootReply { root_hpa: 0x5000, flush: flush::CURRENT, root_level: 4 }, &mut buf).unwrap();
+    let n = encode_reply(
+        &RootReply {
+            root_hpa: 0x5000,
+            flush: flush::CURRENT,
+            root_level: 4,
+        },
+        &mut buf,
+    )
+    .unwrap();
     let r = decode_reply::<CrWrite>(&buf[..n]).unwrap();
     assert_eq!(r.root_hpa, 0x5000);
     for e in Error::ALL {
@@ -82,9 +181,15 @@ fn replies_decode_and_errors_surface() {
         assert_eq!(Error::from_code(e.code()), Some(e));
     }
     // An unknown status is a transport error, not a panic.
-    assert_eq!(decode_reply::<CrWrite>(&framed(77, &[])), Err(Error::Transport));
+    assert_eq!(
+        decode_reply::<CrWrite>(&framed(77, &[])),
+        Err(Error::Transport)
+    );
     assert_eq!(decode_reply::<CrWrite>(&[0, 0]), Err(Error::Truncated));
-    assert_eq!(decode_reply::<GetStats>(&framed(0, &[0; 8])), Err(Error::Truncated));
+    assert_eq!(
+        decode_reply::<GetStats>(&framed(0, &[0; 8])),
+        Err(Error::Truncated)
+    );
 }
 
 #[test]
@@ -101,9 +206,14 @@ struct Echo;
 impl Server for Echo {
     fn handle(&mut self, badge: Badge, request: &[u8], reply: &mut [u8; MAX_MSG_BYTES]) -> usize {
         match MmuRequest::decode(request) {
-            Ok(MmuRequest::GetStats(_)) => {
-                encode_reply(&Stats { roots_allocated: badge, ..Default::default() }, reply).unwrap()
-            }
+            Ok(MmuRequest::GetStats(_)) => encode_reply(
+                &Stats {
+                    roots_allocated: badge,
+                    ..Default::default()
+                },
+                reply,
+            )
+            .unwrap(),
             Ok(_) => encode_error_reply(Error::NotSupported, reply),
             Err(e) => encode_error_reply(e, reply),
         }
