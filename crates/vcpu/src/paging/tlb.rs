@@ -1,0 +1,189 @@
+//! The TLB: a fixed-size, direct-mapped array of cached translations (SDM Vol. 3A
+//! 4.10.2, Vol. 3C 28.4). Each entry maps one 4K linear page (a larger guest page is
+//! cached as 4K fragments, as SDM 4.10.2.3 allows) and remembers the guest page size so
+//! that INVLPG of any address in a large page removes every fragment.
+//!
+//! Three kinds of mapping, as SDM 28.4.1 names them:
+//! - *linear*: EPT off; tagged by VPID and PCID; linear -> hpa;
+//! - *combined*: EPT on, CR0.PG = 1; tagged by VPID, PCID and EP4TA;
+//! - *guest-physical*: EPT on, CR0.PG = 0 (linear = gpa); tagged by EP4TA only, and
+//!   invalidated only by INVEPT (and EPT violations), never by INVVPID or guest
+//!   instructions.
+//!
+//! Global entries (CR4.PGE with G = 1) match any PCID (SDM 4.10.2.4).
+//! No paging-structure caches are modelled: a TLB miss always walks memory. That is
+//! allowed (caching is optional), and it means every stale result the model can show
+//! comes from a leaf translation that an architectural flush would have removed.
+
+use super::rights::Rights;
+
+/// Number of TLB entries (a power of two).
+pub const TLB_ENTRIES: usize = 512;
+
+/// Which translation an entry caches (SDM 28.4.1). `Invalid` marks a free slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingKind {
+    Invalid,
+    Linear,
+    Combined,
+    GuestPhysical,
+}
+
+/// The tags an access looks up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tag {
+    pub kind: MappingKind,
+    pub vpid: u16,
+    pub pcid: u16,
+    /// EPT root address (0 for linear mappings).
+    pub ep4ta: u64,
+}
+
+/// One cached translation of a 4K page.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub kind: MappingKind,
+    pub vpid: u16,
+    pub pcid: u16,
+    pub ep4ta: u64,
+    /// Linear page number (guest-physical page number for guest-physical mappings).
+    pub vpn: u64,
+    pub hpa_frame: u64,
+    pub gpa_frame: u64,
+    pub rights: Rights,
+    pub global: bool,
+    /// A write may use this entry without setting any D flag.
+    pub dirty: bool,
+    pub ept_rights: u8,
+    /// log2 of the guest page this fragment belongs to.
+    pub page_shift: u8,
+}
+
+impl Entry {
+    const EMPTY: Entry = Entry {
+        kind: MappingKind::Invalid,
+        vpid: 0,
+        pcid: 0,
+        ep4ta: 0,
+        vpn: 0,
+        hpa_frame: 0,
+        gpa_frame: 0,
+        rights: Rights::ALL,
+        global: false,
+        dirty: false,
+        ept_rights: 0,
+        page_shift: 12,
+    };
+
+    /// Whether this entry translates `address` (a linear address, or a gpa for a
+    /// guest-physical mapping), anywhere in the guest page it came from.
+    #[inline]
+    pub fn covers(&self, address: u64) -> bool {
+        let shift = u32::from(self.page_shift);
+        ((self.vpn << 12) >> shift) == (address >> shift)
+    }
+
+    /// A linear or combined mapping (what guest instructions and INVVPID invalidate).
+    #[inline]
+    pub fn is_linear_or_combined(&self) -> bool {
+        matches!(self.kind, MappingKind::Linear | MappingKind::Combined)
+    }
+}
+
+/// The direct-mapped TLB.
+pub struct Tlb {
+    entries: [Entry; TLB_ENTRIES],
+    /// Some valid entry came from a page larger than 4K (INVLPG must then scan).
+    has_large: bool,
+}
+
+impl Tlb {
+    pub const fn new() -> Tlb {
+        Tlb {
+            entries: [Entry::EMPTY; TLB_ENTRIES],
+            has_large: false,
+        }
+    }
+
+    #[inline]
+    fn slot(vpn: u64) -> usize {
+        (vpn as usize) & (TLB_ENTRIES - 1)
+    }
+
+    /// The slot holding a usable translation of page `vpn` for `tag`, if any.
+    #[inline]
+    pub fn lookup(&self, tag: &Tag, vpn: u64) -> Option<usize> {
+        let i = Self::slot(vpn);
+        let e = &self.entries[i];
+        let hit = e.vpn == vpn
+            && e.kind == tag.kind
+            && e.ep4ta == tag.ep4ta
+            && (tag.kind == MappingKind::GuestPhysical
+                || (e.vpid == tag.vpid && (e.pcid == tag.pcid || e.global)));
+        hit.then_some(i)
+    }
+
+    #[inline]
+    pub fn entry(&self, slot: usize) -> &Entry {
+        &self.entries[slot]
+    }
+
+    #[inline]
+    pub fn insert(&mut self, entry: Entry) {
+        if entry.page_shift > 12 {
+            self.has_large = true;
+        }
+        self.entries[Self::slot(entry.vpn)] = entry;
+    }
+
+    #[inline]
+    pub fn invalidate_slot(&mut self, slot: usize) {
+        self.entries[slot].kind = MappingKind::Invalid;
+    }
+
+    /// Invalidates every entry `doomed` selects.
+    pub fn invalidate_where(&mut self, doomed: impl Fn(&Entry) -> bool) {
+        for e in self.entries.iter_mut() {
+            if e.kind != MappingKind::Invalid && doomed(e) {
+                e.kind = MappingKind::Invalid;
+            }
+        }
+    }
+
+    /// Invalidates the entries that `doomed` selects among those translating `address`
+    /// (all fragments of a large page). Only scans the whole array when a large page
+    /// was cached since the last full flush.
+    pub fn invalidate_address(&mut self, address: u64, doomed: impl Fn(&Entry) -> bool) {
+        if self.has_large {
+            self.invalidate_where(|e| e.covers(address) && doomed(e));
+        } else {
+            let i = Self::slot(address >> 12);
+            let e = &mut self.entries[i];
+            if e.kind != MappingKind::Invalid && e.covers(address) && doomed(e) {
+                e.kind = MappingKind::Invalid;
+            }
+        }
+    }
+
+    /// Empties the TLB.
+    pub fn clear(&mut self) {
+        for e in self.entries.iter_mut() {
+            e.kind = MappingKind::Invalid;
+        }
+        self.has_large = false;
+    }
+
+    /// Number of valid entries (for tests and diagnostics).
+    pub fn occupancy(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.kind != MappingKind::Invalid)
+            .count()
+    }
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb::new()
+    }
+}
