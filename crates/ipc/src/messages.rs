@@ -225,6 +225,17 @@ wire_struct! {
         pub error_code: u32,
         /// With `Mmio`: the guest-physical address of the access.
         pub gpa: u64,
+        /// Bits of [`flush`] to perform before the guest runs again, whatever the
+        /// outcome: handling the fault may have write-protected or zapped entries that
+        /// the vCPU's TLB still caches (a guest page table became shadowed, the pool was
+        /// reclaimed).
+        pub flush: u32,
+        /// Paging levels of `root_hpa` (as in [`RootReply`]).
+        pub root_level: u32,
+        /// The root to run on from now on. It differs from the one the fault happened
+        /// on when the MMU had to replace it (the root shadowed a guest page table that
+        /// was just unprotected, or it went obsolete); 0 if no root is loaded.
+        pub root_hpa: u64,
     }
 }
 
@@ -375,6 +386,21 @@ impl Request for AddMemSlot {
 }
 
 wire_struct! {
+    /// Removes the guest-physical memory slot that starts at `base_gfn` (a device BAR
+    /// moved, memory was unplugged). Every table of the VM is zapped and every root
+    /// becomes obsolete (KVM's "fast zap" on memslot deletion); the reply names the new
+    /// root.
+    pub struct RemoveMemSlot {
+        pub base_gfn: u64,
+    }
+}
+
+impl Request for RemoveMemSlot {
+    const LABEL: Label = Label::RemoveMemSlot;
+    type Reply = RootReply;
+}
+
+wire_struct! {
     /// Sets all paging control registers at once (vCPU reset, SREGS-style restore):
     /// a full MMU context reset.
     pub struct SetGuestRegs {
@@ -502,7 +528,10 @@ wire_struct! {
 
 impl Request for EmulatedWrite {
     const LABEL: Label = Label::EmulatedWrite;
-    type Reply = Empty;
+    /// Zapping the shadow entries a write made stale may free tables the vCPU has
+    /// cached, or the current root itself: the reply says what to flush and what to run
+    /// on.
+    type Reply = RootReply;
     fn validate(&self) -> Result<(), Error> {
         if !matches!(self.len, 1 | 2 | 4 | 8) {
             return Err(Error::InvalidArgument);
@@ -633,4 +662,5 @@ mmu_requests!(
     VcpuCreated,
     DisableNxHugePages,
     DestroyVm,
+    RemoveMemSlot,
 );

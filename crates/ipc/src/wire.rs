@@ -28,6 +28,7 @@ pub enum Label {
     VcpuCreated = 12,
     DisableNxHugePages = 13,
     DestroyVm = 14,
+    RemoveMemSlot = 15,
 }
 
 impl Label {

@@ -76,6 +76,14 @@ fn round_trip_every_request_kind() {
             }),
         ),
     ];
+    let reqs = {
+        let mut reqs = reqs;
+        reqs.push((
+            encode(&RemoveMemSlot { base_gfn: 0x100 }),
+            MmuRequest::RemoveMemSlot(RemoveMemSlot { base_gfn: 0x100 }),
+        ));
+        reqs
+    };
     for (bytes, want) in reqs {
         assert_eq!(MmuRequest::decode(&bytes), Ok(want));
         assert_eq!(MmuRequest::decode(&bytes).unwrap().label(), want.label());
@@ -198,6 +206,7 @@ fn error_numbers_are_stable() {
     assert_eq!(numbers, (1..=12).collect::<Vec<_>>());
     assert_eq!(Label::CreateVm.code(), 1);
     assert_eq!(Label::DestroyVm.code(), 14);
+    assert_eq!(Label::RemoveMemSlot.code(), 15);
     assert_eq!(STAT_NAMES.len(), Stats::default().entries().len());
 }
 
@@ -243,7 +252,7 @@ proptest! {
 
     /// A known label with a random body: length mismatches are precise errors.
     #[test]
-    fn known_label_random_body(label in 1u32..=14, body in proptest::collection::vec(any::<u8>(), 0..80)) {
+    fn known_label_random_body(label in 1u32..=15, body in proptest::collection::vec(any::<u8>(), 0..80)) {
         match MmuRequest::decode(&framed(label, &body)) {
             Ok(req) => prop_assert_eq!(req.label().code(), label),
             Err(e) => prop_assert!(matches!(e, Error::Truncated | Error::TrailingBytes | Error::InvalidArgument)),
@@ -257,4 +266,40 @@ proptest! {
         prop_assume!(cut < bytes.len());
         prop_assert_eq!(MmuRequest::decode(&bytes[..cut]), Err(Error::Truncated));
     }
+}
+
+#[test]
+fn fault_reply_carries_flush_and_root() {
+    let mut buf = [0u8; MAX_MSG_BYTES];
+    let sent = FaultReply {
+        outcome: FaultOutcome::Retry as u32,
+        error_code: 0,
+        gpa: 0,
+        flush: flush::CURRENT,
+        root_level: 4,
+        root_hpa: 0x7000,
+    };
+    let n = encode_reply(&sent, &mut buf).unwrap();
+    let got = decode_reply::<ShadowFault>(&buf[..n]).unwrap();
+    assert_eq!(got, sent);
+    assert_eq!(got.outcome(), Ok(FaultOutcome::Retry));
+    // The old 16-byte reply is now short: a precise error, not a misread.
+    assert_eq!(
+        decode_reply::<ShadowFault>(&buf[..4 + 16]),
+        Err(Error::Truncated)
+    );
+    // EmulatedWrite answers with the root to run on.
+    let n = encode_reply(
+        &RootReply {
+            root_hpa: 0x9000,
+            flush: flush::CURRENT,
+            root_level: 3,
+        },
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        decode_reply::<EmulatedWrite>(&buf[..n]).unwrap().root_level,
+        3
+    );
 }
