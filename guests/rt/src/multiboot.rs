@@ -70,14 +70,10 @@ impl BootInfo {
 
     /// The value of the last `key=value` word, if any.
     pub fn option(&self, key: &str) -> Option<&[u8]> {
-        self.cmdline()
-            .split(|&b| b == b' ')
-            .filter_map(|w| {
-                let k = key.as_bytes();
-                (w.len() > k.len() && w.starts_with(k) && w[k.len()] == b'=')
-                    .then(|| &w[k.len() + 1..])
-            })
-            .last()
+        self.cmdline().split(|&b| b == b' ').rev().find_map(|w| {
+            let k = key.as_bytes();
+            (w.len() > k.len() && w.starts_with(k) && w[k.len()] == b'=').then(|| &w[k.len() + 1..])
+        })
     }
 
     /// `key=N` as a decimal number in `min..=max`, or `default` when absent.
