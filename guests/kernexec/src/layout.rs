@@ -55,9 +55,9 @@ pub fn text_probe_addr() -> u64 {
 /// Why the address spaces could not be built.
 #[derive(Clone, Copy, Debug)]
 pub enum LayoutError {
-    /// The loader reported less than 32 MiB of RAM.
+    /// The loader reported less than 32 MiB of RAM (or nothing).
     NotEnoughMemory {
-        mem_upper_kib: Option<u32>,
+        ram_end: Option<u64>,
     },
     Paging(PagingError),
 }
@@ -99,12 +99,9 @@ fn kernel_flags(pa: u64, nx: u64) -> u64 {
 
 impl AddressSpaces {
     pub fn build(info: &BootInfo, ws_pages: u64) -> Result<AddressSpaces, LayoutError> {
-        let enough = info
-            .mem_upper_kib
-            .is_some_and(|kib| u64::from(kib) * 1024 + (1 << 20) >= IDENTITY_END);
-        if !enough {
+        if !info.ram_end().is_some_and(|end| end >= IDENTITY_END) {
             return Err(LayoutError::NotEnoughMemory {
-                mem_upper_kib: info.mem_upper_kib,
+                ram_end: info.ram_end(),
             });
         }
         let nx = paging::nx();

@@ -73,6 +73,7 @@ fn run() -> Result<(), Failure> {
     check_read_only("kernel text is read-only", layout::text_probe_addr())?;
     check_read_only("kdata is read-only while CR0.WP=1", layout::kdata_addr())?;
 
+    rt::user::init().map_err(Failure::UserMode)?;
     let mut kernel = Kernel::new(spaces, opts);
     kernel.run_processes()?;
     println!(
@@ -112,6 +113,7 @@ fn check_read_only(what: &'static str, addr: u64) -> Result<(), Failure> {
 pub enum Failure {
     BadOption(&'static str),
     Layout(layout::LayoutError),
+    UserMode(rt::user::UserModeError),
     WriteNotBlocked(&'static str),
     WrongFault(&'static str, Fault),
     UnexpectedFault(Fault),
@@ -163,6 +165,7 @@ impl core::fmt::Display for Failure {
         match self {
             Failure::BadOption(why) => write!(f, "bad command line: {why}"),
             Failure::Layout(e) => write!(f, "cannot build the address spaces: {e:?}"),
+            Failure::UserMode(e) => write!(f, "no user mode: {e:?}"),
             Failure::WriteNotBlocked(what) => write!(f, "a write was not blocked ({what})"),
             Failure::WrongFault(what, x) => write!(f, "wrong fault ({what}): {x:?}"),
             Failure::UnexpectedFault(x) => write!(f, "unexpected fault: {x:?}"),

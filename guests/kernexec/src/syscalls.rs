@@ -122,7 +122,6 @@ impl Kernel {
         for (slot, word) in kdata_expected.iter_mut().enumerate() {
             *word = kdata_read(slot);
         }
-        user::init();
         Kernel {
             spaces,
             opts,

@@ -53,6 +53,13 @@ pub fn frame_word(frame: u64, i: usize) -> u64 {
 pub enum SpaceError {
     NotEnoughMemory,
     Paging(PagingError),
+    UserMode(user::UserModeError),
+}
+
+impl From<user::UserModeError> for SpaceError {
+    fn from(e: user::UserModeError) -> SpaceError {
+        SpaceError::UserMode(e)
+    }
 }
 
 impl From<PagingError> for SpaceError {
@@ -106,10 +113,7 @@ impl Space {
     /// Builds the tables and switches to them, with CR0.WP = 1.
     pub fn enter() -> Result<Space, SpaceError> {
         let info = BootInfo::read();
-        let enough = info
-            .mem_upper_kib
-            .is_some_and(|kib| u64::from(kib) * 1024 + (1 << 20) >= IDENTITY_END);
-        if !enough {
+        if !info.ram_end().is_some_and(|end| end >= IDENTITY_END) {
             return Err(SpaceError::NotEnoughMemory);
         }
         let mut alloc = FrameAlloc::new(POOL_START, POOL_END);
@@ -145,7 +149,7 @@ impl Space {
             cpu::write_cr3(tables.root());
             cpu::write_cr0(cpu::read_cr0() | CR0_WP);
         }
-        user::init();
+        user::init()?;
         Ok(Space { tables, alloc })
     }
 

@@ -46,6 +46,16 @@ rt_start32:
     movl %eax, rt_boot_magic
     movl %ebx, rt_boot_info
 
+    /* Long mode is required: CPUID.80000001H:EDX.LM[bit 29]. */
+    movl $0x80000000, %eax
+    cpuid
+    cmpl $0x80000001, %eax
+    jb rt_no_long_mode
+    movl $0x80000001, %eax
+    cpuid
+    testl $0x20000000, %edx
+    jz rt_no_long_mode
+
     /* PML4[0] -> PDPT, PDPT[0] -> PD, PD[0] -> PT: present + writable. */
     movl $rt_boot_pdpt + 3, %edx
     movl %edx, rt_boot_pml4
@@ -89,6 +99,28 @@ rt_start32:
     lgdt rt_gdt_ptr
     ljmp $0x08, $rt_start64
 
+    /* Say why on COM1, then isa-debug-exit with EXIT_BAD_BOOT. */
+rt_no_long_mode:
+    movl $rt_no_long_mode_msg, %esi
+4:  movb (%esi), %cl
+    testb %cl, %cl
+    jz 6f
+    movw $0x3fd, %dx
+5:  inb %dx, %al
+    testb $0x20, %al
+    jz 5b
+    movw $0x3f8, %dx
+    movb %cl, %al
+    outb %al, %dx
+    incl %esi
+    jmp 4b
+6:  movw $0xf4, %dx
+    movl ${bad_boot}, %eax
+    outl %eax, %dx
+7:  cli
+    hlt
+    jmp 7b
+
     .code64
 rt_start64:
     movw $0x10, %ax
@@ -104,8 +136,13 @@ rt_start64:
 3:  cli
     hlt
     jmp 3b
+
+    .section .rodata.rt_boot, "a"
+rt_no_long_mode_msg:
+    .asciz "rt: this CPU has no long mode\n"
 "#,
     flags = const MULTIBOOT_HEADER_FLAGS,
+    bad_boot = const EXIT_BAD_BOOT,
     options(att_syntax)
 );
 

@@ -1,4 +1,4 @@
-//! User mode (CPL 3), entered by IRETQ and left by SYSCALL or by a fault.
+//! User mode (CPL 3), entered by IRETQ or SYSRET and left by SYSCALL or by a fault.
 //!
 //! [`run`] behaves like a function call into user mode: it loads a [`UserRegs`], runs
 //! until the user code executes SYSCALL (or faults), saves the user state back into the
@@ -36,6 +36,9 @@ pub struct UserRegs {
     pub rip: u64,
     pub rflags: u64,
     pub rsp: u64,
+    /// Set by the SYSCALL entry, cleared by a fault: the next [`run`] may return with
+    /// SYSRET (RCX and R11 are clobbered by SYSCALL anyway); otherwise it uses IRETQ.
+    pub after_syscall: u64,
 }
 
 /// RFLAGS for user code: reserved bit 1 only. IF stays clear (no interrupt sources are
@@ -61,6 +64,7 @@ static mut RT_USER_RSP_SCRATCH: u64 = 0;
 core::arch::global_asm!(
     r#"
     .section .text.rt_user, "ax"
+    /* rdi = *mut UserRegs, esi = 1 to return with SYSRET, 0 with IRETQ. */
     .global rt_enter_user
 rt_enter_user:
     push rbx
@@ -71,6 +75,8 @@ rt_enter_user:
     push r15
     mov [rip + RT_KERNEL_RSP], rsp
     mov [rip + RT_USER_CTX], rdi
+    test esi, esi
+    jnz 2f
     push {user_ds}
     push qword ptr [rdi + 136]
     push qword ptr [rdi + 128]
@@ -92,6 +98,25 @@ rt_enter_user:
     mov r15, [rdi + 112]
     mov rdi, [rdi + 40]
     iretq
+2:
+    /* SYSRET (SDM vol. 2): RIP = RCX, RFLAGS = R11, CS/SS from IA32_STAR[63:48]. */
+    mov rcx, [rdi + 120]
+    mov r11, [rdi + 128]
+    mov rax, [rdi + 0]
+    mov rbx, [rdi + 8]
+    mov rdx, [rdi + 24]
+    mov rsi, [rdi + 32]
+    mov rbp, [rdi + 48]
+    mov r8, [rdi + 56]
+    mov r9, [rdi + 64]
+    mov r10, [rdi + 72]
+    mov r12, [rdi + 88]
+    mov r13, [rdi + 96]
+    mov r14, [rdi + 104]
+    mov r15, [rdi + 112]
+    mov rsp, [rdi + 136]
+    mov rdi, [rdi + 40]
+    sysretq
 
     .global rt_syscall_entry
 rt_syscall_entry:
@@ -117,6 +142,7 @@ rt_syscall_entry:
     mov [rsp + 128], r11
     mov rcx, [rip + RT_USER_RSP_SCRATCH]
     mov [rsp + 136], rcx
+    mov qword ptr [rsp + 144], 1
     mov eax, 1
 
     .global rt_return_to_kernel
@@ -135,13 +161,23 @@ rt_return_to_kernel:
 );
 
 extern "C" {
-    fn rt_enter_user(regs: *mut UserRegs) -> u32;
+    fn rt_enter_user(regs: *mut UserRegs, sysret: u32) -> u32;
     fn rt_syscall_entry();
+}
+
+/// User mode cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserModeError {
+    /// CPUID.80000001H:EDX.SYSCALL[bit 11] is clear.
+    NoSyscall,
 }
 
 /// Enables SYSCALL/SYSRET: EFER.SCE, STAR (kernel CS 0x08 / SS 0x10; SYSRET bases at
 /// 0x10 so user SS = 0x1b and user CS = 0x23), LSTAR, and FMASK clearing IF, TF, DF, AC.
-pub fn init() {
+pub fn init() -> Result<(), UserModeError> {
+    if !cpu::features().syscall {
+        return Err(UserModeError::NoSyscall);
+    }
     // SAFETY: the selectors match the GDT in `cpu`; the entry stub is ours.
     unsafe {
         cpu::wrmsr(MSR_STAR, (0x10u64 << 48) | (u64::from(KERNEL_CS) << 32));
@@ -149,15 +185,18 @@ pub fn init() {
         cpu::wrmsr(MSR_FMASK, (1 << 9) | (1 << 8) | (1 << 10) | (1 << 18));
         cpu::wrmsr(MSR_EFER, cpu::rdmsr(MSR_EFER) | EFER_SCE);
     }
+    Ok(())
 }
 
-/// Runs user code from `regs` until it makes a system call or faults.
+/// Runs user code from `regs` until it makes a system call or faults. Returns to user
+/// mode with SYSRET after a system call, with IRETQ otherwise.
 ///
 /// # Safety
 /// The current page tables must map `regs.rip` and `regs.rsp` as the user code expects,
-/// and [`init`] must have run.
+/// `regs.rip` must be canonical, and [`init`] must have run.
 pub unsafe fn run(regs: &mut UserRegs) -> UserExit {
-    let why = rt_enter_user(regs as *mut UserRegs);
+    let sysret = u32::from(regs.after_syscall != 0);
+    let why = rt_enter_user(regs as *mut UserRegs, sysret);
     *addr_of_mut!(RT_USER_CTX) = 0;
     if why == 1 {
         UserExit::Syscall
@@ -195,6 +234,7 @@ pub(crate) fn save_from_trap(frame: &TrapFrame) -> bool {
         r.rip = frame.rip;
         r.rflags = frame.rflags;
         r.rsp = frame.rsp;
+        r.after_syscall = 0;
     }
     true
 }
