@@ -217,7 +217,7 @@ impl Mode {
             // reserved bits.
             Format::Bits32 => {
                 if level == 2 && leaf {
-                    bits(21, 21)
+                    gpte & bits(21, 21)
                 } else {
                     0
                 }
