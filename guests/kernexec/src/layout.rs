@@ -99,7 +99,7 @@ fn kernel_flags(pa: u64, nx: u64) -> u64 {
 
 impl AddressSpaces {
     pub fn build(info: &BootInfo, ws_pages: u64) -> Result<AddressSpaces, LayoutError> {
-        if !info.ram_end().is_some_and(|end| end >= IDENTITY_END) {
+        if info.ram_end().is_none_or(|end| end < IDENTITY_END) {
             return Err(LayoutError::NotEnoughMemory {
                 ram_end: info.ram_end(),
             });

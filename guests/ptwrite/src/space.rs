@@ -113,7 +113,7 @@ impl Space {
     /// Builds the tables and switches to them, with CR0.WP = 1.
     pub fn enter() -> Result<Space, SpaceError> {
         let info = BootInfo::read();
-        if !info.ram_end().is_some_and(|end| end >= IDENTITY_END) {
+        if info.ram_end().is_none_or(|end| end < IDENTITY_END) {
             return Err(SpaceError::NotEnoughMemory);
         }
         let mut alloc = FrameAlloc::new(POOL_START, POOL_END);
