@@ -12,7 +12,7 @@ deps:
 build: deps
 	$(CARGO) build --workspace
 
-test: deps guests
+test: deps guests sel4-image
 	$(CARGO) test --workspace
 
 bench: deps
@@ -27,7 +27,7 @@ clippy:
 # Test guests (guests/, own workspace): multiboot kernels built for x86_64-unknown-none
 # and converted to ELF32, which is what `qemu-system-x86_64 -kernel` accepts.
 .PHONY: guests
-GUESTS := hello kernexec ptwrite hugeexec
+GUESTS := hello kernexec ptwrite hugeexec faults
 GUESTS_TARGET_DIR := $(CURDIR)/guests/target
 guests: deps
 	cd guests && $(CARGO) build --release --target-dir $(GUESTS_TARGET_DIR)
@@ -35,3 +35,20 @@ guests: deps
 	@for g in $(GUESTS); do \
 	    objcopy -O elf32-i386 $(GUESTS_TARGET_DIR)/x86_64-unknown-none/release/$$g build/guests/$$g.elf || exit 1; \
 	done
+
+# seL4 (kernel/, root-task/): the seL4 5.0.0 kernel built from the sources of the
+# pinned sel4-sys 0.0.28 crate, and the root task it boots. Two kernel configurations
+# (kernel/config/): qemu-tcg (QEMU -cpu max) and any-cpu (any QEMU CPU model). The root
+# task is built once per configuration because object-type numbers depend on it.
+.PHONY: kernel root-task sel4-image
+ROOT_TASK_TARGET_DIR := $(CURDIR)/root-task/target
+kernel: deps
+	kernel/build.sh qemu-tcg build/kernel
+	kernel/build.sh any-cpu build/kernel-any-cpu
+root-task: deps
+	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/qemu-tcg
+	cd root-task && SEL4_KERNEL_CONFIG=any-cpu $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/any-cpu
+	@mkdir -p build
+	cp $(ROOT_TASK_TARGET_DIR)/qemu-tcg/x86_64-unknown-none/release/capvisor-root-task build/root-task.elf
+	cp $(ROOT_TASK_TARGET_DIR)/any-cpu/x86_64-unknown-none/release/capvisor-root-task build/root-task-any-cpu.elf
+sel4-image: kernel root-task

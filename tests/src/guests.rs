@@ -61,8 +61,11 @@ impl GuestCase {
     }
 }
 
-/// Every guest `make guests` builds.
+/// The conformance guests: each must behave identically under QEMU and capvisor.
 pub const GUESTS: [&str; 4] = ["hello", "kernexec", "ptwrite", "hugeexec"];
+
+/// Every image `make guests` builds: the conformance guests and `faults`.
+pub const IMAGES: [&str; 5] = ["hello", "kernexec", "ptwrite", "hugeexec", "faults"];
 
 /// `build/guests/<guest>.elf`.
 pub fn guest_image(guest: &str) -> PathBuf {
@@ -253,4 +256,56 @@ pub fn hugeexec() -> GuestCase {
         ]),
         exit_value: 0,
     }
+}
+
+/// A `faults` run: a guest that ends badly on purpose. Under QEMU it ends as a real CPU
+/// would; under capvisor the VM must stop with a clear diagnostic instead (a triple
+/// fault, or an instruction the software CPU does not implement), so only the lines
+/// before the end are common to both.
+#[derive(Clone, Debug)]
+pub struct FaultCase {
+    pub name: &'static str,
+    pub cmdline: &'static str,
+    /// What the guest prints before it ends.
+    pub lines: Vec<String>,
+    /// Under QEMU: the start of the line the runtime prints after these, if any.
+    pub qemu_trap_line_prefix: Option<&'static str>,
+    /// Under QEMU (`-no-reboot`): the exit status.
+    pub qemu_status: i32,
+}
+
+impl FaultCase {
+    pub fn image(&self) -> PathBuf {
+        guest_image("faults")
+    }
+}
+
+/// The rt runtime's report of an unexpected #UD.
+pub const UNEXPECTED_UD_PREFIX: &str = "rt: unexpected exception vector=6 (#UD) rip=";
+
+pub fn fault_cases() -> Vec<FaultCase> {
+    vec![
+        FaultCase {
+            name: "faults-triple",
+            cmdline: "mode=triple",
+            lines: lines(&["faults: triple fault next"]),
+            qemu_trap_line_prefix: None,
+            // -no-reboot turns the shutdown into a normal QEMU exit.
+            qemu_status: 0,
+        },
+        FaultCase {
+            name: "faults-sse",
+            cmdline: "mode=sse",
+            lines: lines(&["faults: executing an SSE instruction"]),
+            qemu_trap_line_prefix: Some(UNEXPECTED_UD_PREFIX),
+            qemu_status: 5,
+        },
+        FaultCase {
+            name: "faults-ud",
+            cmdline: "mode=ud",
+            lines: lines(&["faults: executing UD2"]),
+            qemu_trap_line_prefix: Some(UNEXPECTED_UD_PREFIX),
+            qemu_status: 5,
+        },
+    ]
 }

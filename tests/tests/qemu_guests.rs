@@ -3,7 +3,7 @@
 //! QEMU's default CPU (qemu64: no PCID, no 1 GiB pages) and on `-cpu max`. These are
 //! the reference runs `capvisor run` is compared with.
 
-use capvisor_tests::guests::{self, GuestCase, GUESTS};
+use capvisor_tests::guests::{self, GuestCase, GUESTS, IMAGES};
 use capvisor_tests::run_qemu;
 use std::time::Duration;
 
@@ -99,7 +99,7 @@ fn every_guest_has_a_passing_case() {
 /// asking for page alignment and memory info but not the a.out kludge.
 #[test]
 fn images_are_elf32_with_a_multiboot_header() {
-    for g in GUESTS {
+    for g in IMAGES {
         let bytes = std::fs::read(guests::guest_image(g)).expect("read guest image");
         assert_eq!(&bytes[..4], b"\x7fELF", "{g}: not ELF");
         assert_eq!(bytes[4], 1, "{g}: not ELFCLASS32");
@@ -133,4 +133,46 @@ fn kernexec_expectations_depend_on_the_options() {
         guests::kernexec_ws_checksum(100, 16),
         guests::kernexec_ws_checksum(100, 40)
     );
+}
+
+/// The `faults` guest ends as a real CPU would: a triple fault shuts QEMU down, SSE
+/// without CR4.OSFXSR and UD2 raise #UD, which the runtime reports with its RIP.
+#[test]
+fn faults_guest_ends_as_a_real_cpu_would() {
+    for case in guests::fault_cases() {
+        let run = run_qemu(&case.image(), &["-append", case.cmdline], TIMEOUT);
+        assert!(
+            !run.timed_out,
+            "{} timed out; serial so far:\n{}",
+            case.name, run.serial
+        );
+        let got: Vec<&str> = run.serial.lines().collect();
+        let n = case.lines.len();
+        assert_eq!(
+            got[..n.min(got.len())],
+            case.lines[..],
+            "{}: serial:\n{}",
+            case.name,
+            run.serial
+        );
+        match case.qemu_trap_line_prefix {
+            Some(prefix) => {
+                assert_eq!(got.len(), n + 1, "{}: serial:\n{}", case.name, run.serial);
+                assert!(
+                    got[n].starts_with(prefix),
+                    "{}: serial:\n{}",
+                    case.name,
+                    run.serial
+                );
+            }
+            None => assert_eq!(got.len(), n, "{}: serial:\n{}", case.name, run.serial),
+        }
+        assert_eq!(
+            run.status,
+            Some(case.qemu_status),
+            "{}: serial:\n{}",
+            case.name,
+            run.serial
+        );
+    }
 }
