@@ -1,0 +1,506 @@
+//! The instruction engine: one `step` fetches, decodes (through the cache) and executes
+//! one instruction. Handlers are grouped by what they do: `alu` (arithmetic, logic,
+//! shifts, multiply/divide, bit operations), `data` (moves, stack, strings), `control`
+//! (branches, calls, software interrupts, IRET, SYSCALL/SYSRET), `system` (control
+//! and model-specific registers, descriptor tables, I/O, TLB maintenance).
+
+mod alu;
+mod control;
+mod data;
+mod system;
+
+use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
+use physmem::PhysMap;
+
+use crate::decode::Decoded;
+use crate::exit::{ExitReason, UnimplementedInsn};
+use crate::regs::{rflags, size_mask, SegReg, REG_SLOTS};
+use crate::vcpu::{Step, Stop, Vcpu};
+
+/// Where an operand lives once its address is computed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Loc {
+    Reg(Register),
+    /// A linear address (segmentation already applied).
+    Mem(u64),
+    Imm(u64),
+}
+
+/// What an instruction did to RIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Fall through to the next instruction.
+    Next,
+    /// RIP was set by the instruction.
+    Jumped,
+}
+
+#[inline(always)]
+pub(crate) fn seg_of(r: Register) -> SegReg {
+    match r {
+        Register::ES => SegReg::Es,
+        Register::CS => SegReg::Cs,
+        Register::SS => SegReg::Ss,
+        Register::FS => SegReg::Fs,
+        Register::GS => SegReg::Gs,
+        _ => SegReg::Ds,
+    }
+}
+
+impl Vcpu {
+    /// Executes one instruction.
+    #[inline(always)]
+    pub(crate) fn step(&mut self, mem: &PhysMap) -> Step {
+        let d = self.fetch(mem)?;
+        self.cur_len = d.ins.len() as u8;
+        let blocking = self.interruptibility;
+        match self.exec(mem, &d)? {
+            Flow::Next => self.rip = self.wrap_ip(d.ins.next_ip()),
+            Flow::Jumped => {}
+        }
+        if blocking != 0 {
+            // STI / MOV SS blocking lasts for one instruction (SDM 6.8.3).
+            self.interruptibility &= !blocking;
+        }
+        Ok(())
+    }
+
+    // ----- registers -----
+
+    #[inline(always)]
+    pub(crate) fn reg(&self, r: Register) -> u64 {
+        let s = REG_SLOTS[r as usize];
+        let v = self.gpr[s.idx as usize & 15];
+        if s.high8 {
+            (v >> 8) & 0xff
+        } else {
+            v & size_mask(s.size)
+        }
+    }
+
+    /// Writes a GPR with the architectural width rules: 32-bit writes zero the upper
+    /// half, 8/16-bit writes merge (SDM Vol. 1 3.4.1.1).
+    #[inline(always)]
+    pub(crate) fn set_reg(&mut self, r: Register, v: u64) {
+        let s = REG_SLOTS[r as usize];
+        let g = &mut self.gpr[s.idx as usize & 15];
+        match s.size {
+            8 => *g = v,
+            4 => *g = v & 0xffff_ffff,
+            2 => *g = (*g & !0xffff) | (v & 0xffff),
+            _ => {
+                if s.high8 {
+                    *g = (*g & !0xff00) | ((v & 0xff) << 8)
+                } else {
+                    *g = (*g & !0xff) | (v & 0xff)
+                }
+            }
+        }
+    }
+
+    /// Writes the low `size` bytes of GPR `idx` with the same width rules.
+    #[inline(always)]
+    pub(crate) fn set_gpr_sized(&mut self, idx: usize, size: u8, v: u64) {
+        let g = &mut self.gpr[idx & 15];
+        match size {
+            8 => *g = v,
+            4 => *g = v & 0xffff_ffff,
+            2 => *g = (*g & !0xffff) | (v & 0xffff),
+            _ => *g = (*g & !0xff) | (v & 0xff),
+        }
+    }
+
+    // ----- operands -----
+
+    /// Operand size in bytes of operand `op` (register width or memory size).
+    #[inline(always)]
+    pub(crate) fn op_size(&self, d: &Decoded, op: u32) -> u8 {
+        match d.ins.op_kind(op) {
+            OpKind::Register => REG_SLOTS[d.ins.op_register(op) as usize].size,
+            OpKind::Memory => d.ins.memory_size().size() as u8,
+            _ => 0,
+        }
+    }
+
+    /// The effective address (segment offset) of the memory operand.
+    #[inline(always)]
+    pub(crate) fn ea(&self, d: &Decoded) -> u64 {
+        let ins = &d.ins;
+        let mut a = ins.memory_displacement64();
+        let base = ins.memory_base();
+        if base != Register::None && base != Register::RIP && base != Register::EIP {
+            a = a.wrapping_add(self.gpr[REG_SLOTS[base as usize].idx as usize & 15]);
+        }
+        let index = ins.memory_index();
+        if index != Register::None {
+            a = a.wrapping_add(
+                self.reg(index)
+                    .wrapping_mul(ins.memory_index_scale() as u64),
+            );
+        }
+        a & size_mask(d.addr_size)
+    }
+
+    /// The linear address of the memory operand for a `size`-byte access.
+    #[inline(always)]
+    pub(crate) fn mem_linear(&self, d: &Decoded, size: u8, write: bool) -> Step<u64> {
+        self.seg_linear(
+            seg_of(d.ins.memory_segment()),
+            self.ea(d),
+            size.max(1),
+            write,
+        )
+    }
+
+    #[inline(always)]
+    pub(crate) fn loc(&self, d: &Decoded, op: u32, size: u8, write: bool) -> Step<Loc> {
+        match d.ins.op_kind(op) {
+            OpKind::Register => Ok(Loc::Reg(d.ins.op_register(op))),
+            OpKind::Memory => Ok(Loc::Mem(self.mem_linear(d, size, write)?)),
+            _ => Ok(Loc::Imm(d.ins.immediate(op))),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&mut self, mem: &PhysMap, l: Loc, size: u8) -> Step<u64> {
+        match l {
+            Loc::Reg(r) => Ok(self.reg(r)),
+            Loc::Mem(lin) => self.read_linear(mem, lin, size),
+            Loc::Imm(v) => Ok(v & size_mask(size)),
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn put(&mut self, mem: &PhysMap, l: Loc, size: u8, v: u64) -> Step {
+        match l {
+            Loc::Reg(r) => {
+                self.set_reg(r, v);
+                Ok(())
+            }
+            Loc::Mem(lin) => self.write_linear(mem, lin, size, v),
+            Loc::Imm(_) => Err(Stop::ud()),
+        }
+    }
+
+    /// Reads source operand `op`.
+    #[inline(always)]
+    pub(crate) fn src(&mut self, mem: &PhysMap, d: &Decoded, op: u32, size: u8) -> Step<u64> {
+        let l = self.loc(d, op, size, false)?;
+        self.get(mem, l, size)
+    }
+
+    // ----- flags -----
+
+    #[inline(always)]
+    pub(crate) fn set_status(&mut self, f: u64) {
+        self.rflags = (self.rflags & !rflags::STATUS) | f;
+    }
+
+    #[inline(always)]
+    pub(crate) fn cf(&self) -> bool {
+        self.rflags & rflags::CF != 0
+    }
+
+    /// Evaluates a condition code (SDM Vol. 1 Appendix B).
+    #[inline(always)]
+    pub(crate) fn cond(&self, cc: ConditionCode) -> bool {
+        let f = self.rflags;
+        let cf = f & rflags::CF != 0;
+        let zf = f & rflags::ZF != 0;
+        let sf = f & rflags::SF != 0;
+        let of = f & rflags::OF != 0;
+        let pf = f & rflags::PF != 0;
+        match cc {
+            ConditionCode::o => of,
+            ConditionCode::no => !of,
+            ConditionCode::b => cf,
+            ConditionCode::ae => !cf,
+            ConditionCode::e => zf,
+            ConditionCode::ne => !zf,
+            ConditionCode::be => cf || zf,
+            ConditionCode::a => !cf && !zf,
+            ConditionCode::s => sf,
+            ConditionCode::ns => !sf,
+            ConditionCode::p => pf,
+            ConditionCode::np => !pf,
+            ConditionCode::l => sf != of,
+            ConditionCode::ge => sf == of,
+            ConditionCode::le => zf || sf != of,
+            ConditionCode::g => !zf && sf == of,
+            ConditionCode::None => true,
+        }
+    }
+
+    // ----- stack -----
+
+    /// Stack address size in bytes (SDM 6.2.3: SS.B, or 8 in 64-bit mode).
+    #[inline(always)]
+    pub(crate) fn stack_addr_size(&self) -> u8 {
+        if self.bitness == 64 {
+            8
+        } else if self.seg[SegReg::Ss as usize].access & crate::regs::access::DB != 0 {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// RSP adjusted by `delta`, wrapped to the stack address size.
+    #[inline(always)]
+    pub(crate) fn sp_plus(&self, delta: i64) -> u64 {
+        let m = size_mask(self.stack_addr_size());
+        self.gpr[4].wrapping_add(delta as u64) & m
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_sp(&mut self, sp: u64) {
+        let sz = self.stack_addr_size();
+        self.set_gpr_sized(4, sz, sp);
+    }
+
+    #[inline(always)]
+    pub(crate) fn push(&mut self, mem: &PhysMap, size: u8, v: u64) -> Step {
+        let sp = self.sp_plus(-(size as i64));
+        let lin = self.seg_linear(SegReg::Ss, sp, size, true)?;
+        self.write_linear(mem, lin, size, v)?;
+        self.set_sp(sp);
+        Ok(())
+    }
+
+    /// Reads `size` bytes at RSP + `offset` without moving RSP.
+    #[inline(always)]
+    pub(crate) fn peek(&mut self, mem: &PhysMap, offset: i64, size: u8) -> Step<u64> {
+        let sp = self.sp_plus(offset);
+        let lin = self.seg_linear(SegReg::Ss, sp, size, false)?;
+        self.read_linear(mem, lin, size)
+    }
+
+    #[inline(always)]
+    pub(crate) fn pop(&mut self, mem: &PhysMap, size: u8) -> Step<u64> {
+        let v = self.peek(mem, 0, size)?;
+        let sp = self.sp_plus(size as i64);
+        self.set_sp(sp);
+        Ok(v)
+    }
+
+    // ----- privilege -----
+
+    /// #GP(0) unless CPL = 0 (privileged instructions, SDM 5.9).
+    #[inline]
+    pub(crate) fn require_cpl0(&self) -> Step {
+        if self.cpl() != 0 {
+            Err(Stop::gp0())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// IOPL-sensitive instructions (CLI, STI, IN, OUT): CPL <= IOPL.
+    #[inline]
+    pub(crate) fn iopl_ok(&self) -> bool {
+        self.cpl() as u64 <= (self.rflags & rflags::IOPL) >> 12
+    }
+
+    /// The non-architectural exit for an instruction this model does not implement.
+    #[cold]
+    pub(crate) fn unimplemented(&mut self, mem: &PhysMap, d: &Decoded) -> Stop {
+        let bytes = self.current_bytes(mem, d.ins.len());
+        let mut e =
+            crate::exit::VmExit::new(ExitReason::Unimplemented, self.rip).with_len(d.ins.len());
+        e.unimplemented = Some(UnimplementedInsn {
+            bytes,
+            len: d.ins.len() as u8,
+            mnemonic: d.mnemonic,
+        });
+        self.exit = e;
+        Stop::Exit
+    }
+
+    /// Dispatches on the mnemonic.
+    #[inline(always)]
+    fn exec(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
+        use crate::flags::{AluOp, ShiftOp};
+        use Mnemonic as M;
+        match d.mnemonic {
+            M::Mov => self.mov(mem, d),
+            M::Add => self.alu2(mem, d, AluOp::Add, true),
+            M::Or => self.alu2(mem, d, AluOp::Or, true),
+            M::Adc => self.alu2(mem, d, AluOp::Adc, true),
+            M::Sbb => self.alu2(mem, d, AluOp::Sbb, true),
+            M::And => self.alu2(mem, d, AluOp::And, true),
+            M::Sub => self.alu2(mem, d, AluOp::Sub, true),
+            M::Xor => self.alu2(mem, d, AluOp::Xor, true),
+            M::Cmp => self.alu2(mem, d, AluOp::Sub, false),
+            M::Test => self.alu2(mem, d, AluOp::And, false),
+            M::Inc => self.inc_dec(mem, d, false),
+            M::Dec => self.inc_dec(mem, d, true),
+            M::Neg => self.neg(mem, d),
+            M::Not => self.not(mem, d),
+            M::Jo
+            | M::Jno
+            | M::Jb
+            | M::Jae
+            | M::Je
+            | M::Jne
+            | M::Jbe
+            | M::Ja
+            | M::Js
+            | M::Jns
+            | M::Jp
+            | M::Jnp
+            | M::Jl
+            | M::Jge
+            | M::Jle
+            | M::Jg => self.jcc(d),
+            M::Jmp => self.jmp(mem, d),
+            M::Call => self.call(mem, d),
+            M::Ret => self.ret(mem, d),
+            M::Push => self.push_op(mem, d),
+            M::Pop => self.pop_op(mem, d),
+            M::Lea => self.lea(d),
+            M::Movzx => self.movzx(mem, d),
+            M::Movsx | M::Movsxd => self.movsx(mem, d),
+            M::Xchg => self.xchg(mem, d),
+            M::Shl | M::Sal => self.shift(mem, d, ShiftOp::Shl),
+            M::Shr => self.shift(mem, d, ShiftOp::Shr),
+            M::Sar => self.shift(mem, d, ShiftOp::Sar),
+            M::Rol => self.shift(mem, d, ShiftOp::Rol),
+            M::Ror => self.shift(mem, d, ShiftOp::Ror),
+            M::Rcl => self.shift(mem, d, ShiftOp::Rcl),
+            M::Rcr => self.shift(mem, d, ShiftOp::Rcr),
+            M::Shld => self.shxd(mem, d, true),
+            M::Shrd => self.shxd(mem, d, false),
+            M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg => self.cmov(mem, d),
+            M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg => self.setcc(mem, d),
+            M::Mul => self.mul(mem, d),
+            M::Imul => self.imul(mem, d),
+            M::Div => self.div(mem, d, false),
+            M::Idiv => self.div(mem, d, true),
+            M::Bt => self.bit_test(mem, d, 0),
+            M::Bts => self.bit_test(mem, d, 1),
+            M::Btr => self.bit_test(mem, d, 2),
+            M::Btc => self.bit_test(mem, d, 3),
+            M::Bsf | M::Bsr => self.bit_scan(mem, d),
+            M::Tzcnt | M::Lzcnt | M::Popcnt => self.bit_count(mem, d),
+            M::Xadd => self.xadd(mem, d),
+            M::Cmpxchg => self.cmpxchg(mem, d),
+            M::Cmpxchg8b | M::Cmpxchg16b => self.cmpxchg_double(mem, d),
+            M::Bswap => self.bswap(d),
+            M::Movbe => self.movbe(mem, d),
+            M::Cbw | M::Cwde | M::Cdqe => self.convert_acc(d),
+            M::Cwd | M::Cdq | M::Cqo => self.convert_dx(d),
+            M::Nop
+            | M::Pause
+            | M::Lfence
+            | M::Mfence
+            | M::Sfence
+            | M::Endbr64
+            | M::Endbr32
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Prefetchw
+            | M::Prefetch => self.nop(d),
+            M::Clc => self.flag_op(rflags::CF, Some(false)),
+            M::Stc => self.flag_op(rflags::CF, Some(true)),
+            M::Cmc => self.flag_op(rflags::CF, None),
+            M::Cld => self.flag_op(rflags::DF, Some(false)),
+            M::Std => self.flag_op(rflags::DF, Some(true)),
+            M::Lahf => self.lahf(),
+            M::Sahf => self.sahf(),
+            M::Pushf | M::Pushfd | M::Pushfq => self.pushf(mem, d),
+            M::Popf | M::Popfd | M::Popfq => self.popf(mem, d),
+            M::Leave => self.leave(mem, d),
+            M::Enter => self.enter(mem, d),
+            M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz | M::Jrcxz => self.loop_op(d),
+            M::Movsb
+            | M::Movsw
+            | M::Movsd
+            | M::Movsq
+            | M::Stosb
+            | M::Stosw
+            | M::Stosd
+            | M::Stosq
+            | M::Lodsb
+            | M::Lodsw
+            | M::Lodsd
+            | M::Lodsq
+            | M::Cmpsb
+            | M::Cmpsw
+            | M::Cmpsd
+            | M::Cmpsq
+            | M::Scasb
+            | M::Scasw
+            | M::Scasd
+            | M::Scasq => self.string_op(mem, d),
+            M::Insb | M::Insw | M::Insd | M::Outsb | M::Outsw | M::Outsd => self.string_io(mem, d),
+            M::Xlatb => self.xlat(mem, d),
+            M::Cpuid => Err(self.instruction_exit(ExitReason::Cpuid, 0)),
+            M::Vmcall => Err(self.instruction_exit(ExitReason::Vmcall, 0)),
+            M::Hlt => self.hlt(),
+            M::Cli => self.cli_sti(false),
+            M::Sti => self.cli_sti(true),
+            M::In | M::Out => self.in_out(d),
+            M::Int | M::Int3 | M::Into | M::Int1 => self.soft_int(mem, d),
+            M::Iret | M::Iretd | M::Iretq => self.iret(mem, d),
+            M::Retf => self.retf(mem, d),
+            M::Syscall => self.syscall(),
+            M::Sysret | M::Sysretq => self.sysret(d),
+            M::Swapgs => self.swapgs(),
+            M::Clts => self.clts(),
+            M::Lmsw => self.lmsw(mem, d),
+            M::Smsw => self.smsw(mem, d),
+            M::Lgdt | M::Lidt => self.load_dtr(mem, d),
+            M::Sgdt | M::Sidt => self.store_dtr(mem, d),
+            M::Ltr | M::Lldt => self.load_system_segment(mem, d),
+            M::Str | M::Sldt => self.store_system_selector(mem, d),
+            M::Invlpg => self.invlpg(d),
+            M::Invpcid => self.invpcid(mem, d),
+            M::Wbinvd | M::Invd => self.wbinvd(d),
+            M::Rdmsr => self.rdmsr(),
+            M::Wrmsr => self.wrmsr(mem),
+            M::Rdtsc => self.rdtsc(false),
+            M::Rdtscp => self.rdtsc(true),
+            M::Rdpid => self.rdpid(d),
+            M::Rdpkru => self.rdpkru(),
+            M::Wrpkru => self.wrpkru(),
+            M::Xgetbv => self.xgetbv(),
+            M::Xsetbv => Err(self.instruction_exit(ExitReason::Xsetbv, 0)),
+            M::Stac | M::Clac => self.stac_clac(d),
+            M::Lss | M::Lfs | M::Lgs | M::Lds | M::Les => self.load_far_pointer(mem, d),
+            M::Ud0 | M::Ud1 | M::Ud2 => Err(Stop::ud()),
+            _ => Err(self.unimplemented(mem, d)),
+        }
+    }
+}
