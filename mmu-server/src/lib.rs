@@ -5,3 +5,18 @@
 pub mod guest_walk;
 pub mod permission;
 pub mod role;
+
+pub mod cr;
+pub mod memslot;
+pub mod mmu;
+pub mod pool;
+pub mod root_cache;
+pub mod server;
+pub mod shadow;
+pub mod shadow_page;
+pub mod spte;
+pub mod tdp;
+pub mod vm;
+pub mod write_track;
+
+pub use server::{MmuServer, ServerConfig};

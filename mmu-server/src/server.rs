@@ -1,0 +1,227 @@
+//! The mmu-server: the [`ipc::Server`] that decodes a request, finds the VM its badge
+//! names, runs it, and always replies. A request that fails to decode never reaches a
+//! VM, so a malformed message cannot disturb any state.
+
+use crate::memslot::MemSlot;
+use crate::mmu::{Mmu, VmCounters, MAX_VMS};
+use crate::pool::{FramePool, PoolError};
+use crate::shadow_page::SpTable;
+use crate::tdp::Fault;
+use crate::vm::Vm;
+use ipc::{
+    encode_error_reply, encode_reply, Badge, CrRegister, Empty, Error, FaultReply, InvpcidKind,
+    MmuRequest, RootReply, SlotKind, Stats, MAX_MSG_BYTES,
+};
+use physmem::PhysMap;
+
+/// What the server is given at start-up.
+pub struct ServerConfig {
+    /// Every host-physical range the server may touch: guest RAM of its VMs (to read
+    /// and A/D-update guest page tables) and the frame pool.
+    pub phys: PhysMap,
+    /// Host-physical address of the first pool frame.
+    pub pool_base: u64,
+    /// Frames in the pool (at most [`crate::pool::MAX_FRAMES`]).
+    pub pool_frames: usize,
+}
+
+pub struct MmuServer {
+    mmu: Mmu,
+    vms: [Option<Vm>; MAX_VMS],
+}
+
+impl MmuServer {
+    pub fn new(config: ServerConfig) -> Result<MmuServer, PoolError> {
+        let pool = FramePool::new(&config.phys, config.pool_base, config.pool_frames)?;
+        Ok(MmuServer {
+            mmu: Mmu {
+                phys: config.phys,
+                pool,
+                sps: SpTable::new(),
+                vms: [VmCounters::default(); MAX_VMS],
+                tick: 0,
+            },
+            vms: [const { None }; MAX_VMS],
+        })
+    }
+
+    /// Frames not used by any table.
+    pub fn free_frames(&self) -> usize {
+        self.mmu.pool.free_frames()
+    }
+
+    /// The host-physical map the tables live in (tests walk our tables through it).
+    pub fn phys(&self) -> &PhysMap {
+        &self.mmu.phys
+    }
+
+    /// The VM a badge names, for inspection.
+    pub fn vm(&self, badge: Badge) -> Option<&Vm> {
+        self.vms.iter().flatten().find(|v| v.badge == badge)
+    }
+
+    /// Statistics of the VM a badge names.
+    pub fn stats(&self, badge: Badge) -> Option<Stats> {
+        let vm = self.vm(badge)?;
+        Some(self.mmu.vms[vm.index as usize].stats)
+    }
+
+    fn slot_of(&self, badge: Badge) -> Result<usize, Error> {
+        self.vms
+            .iter()
+            .position(|v| v.as_ref().is_some_and(|v| v.badge == badge))
+            .ok_or(Error::NoSuchVm)
+    }
+
+    /// Runs one decoded request, writing a success reply; errors are the caller's.
+    pub fn dispatch(
+        &mut self,
+        badge: Badge,
+        req: MmuRequest,
+        reply: &mut [u8; MAX_MSG_BYTES],
+    ) -> Result<usize, Error> {
+        self.mmu.tick += 1;
+        if let MmuRequest::CreateVm(c) = req {
+            if self.slot_of(badge).is_ok() {
+                return Err(Error::VmExists);
+            }
+            let i = self
+                .vms
+                .iter()
+                .position(Option::is_none)
+                .ok_or(Error::OutOfMemory)?;
+            let vm = Vm::new(i as u8, badge, &c)?;
+            // A fresh VM starts with fresh counters and generation.
+            self.mmu.vms[i] = VmCounters::default();
+            self.vms[i] = Some(vm);
+            return encode_reply(&Empty {}, reply);
+        }
+        let i = self.slot_of(badge)?;
+        let mmu = &mut self.mmu;
+        let Some(vm) = self.vms[i].as_mut() else {
+            return Err(Error::NoSuchVm);
+        };
+        let mut fl = 0u32;
+        match req {
+            MmuRequest::CreateVm(_) => Err(Error::VmExists),
+            MmuRequest::AddMemSlot(a) => {
+                let kind = SlotKind::try_from(a.kind)?;
+                if kind != SlotKind::Mmio {
+                    let len = a.npages.checked_mul(4096).ok_or(Error::BadAddress)?;
+                    // Guest memory must be memory we can reach, and never our own tables.
+                    if mmu.pool.overlaps(a.host_base, len) {
+                        return Err(Error::PermissionDenied);
+                    }
+                    if mmu.phys.local(a.host_base, len, false).is_none() {
+                        return Err(Error::BadAddress);
+                    }
+                }
+                vm.add_slot(MemSlot {
+                    base_gfn: a.base_gfn,
+                    npages: a.npages,
+                    host_base: a.host_base,
+                    kind,
+                })?;
+                encode_reply(&Empty {}, reply)
+            }
+            MmuRequest::RemoveMemSlot(r) => {
+                vm.remove_slot(mmu, r.base_gfn, &mut fl)?;
+                root_reply(mmu, vm, fl, reply)
+            }
+            MmuRequest::SetGuestRegs(r) => {
+                vm.set_guest_regs(mmu, r.cr0, r.cr3, r.cr4, r.efer, &mut fl)?;
+                root_reply(mmu, vm, fl, reply)
+            }
+            MmuRequest::CrWrite(w) => {
+                match CrRegister::try_from(w.reg)? {
+                    CrRegister::Cr0 => vm.set_cr0(mmu, w.value, &mut fl)?,
+                    CrRegister::Cr3 => vm.set_cr3(mmu, w.value, &mut fl)?,
+                    CrRegister::Cr4 => vm.set_cr4(mmu, w.value, &mut fl)?,
+                    CrRegister::Efer => vm.set_efer(mmu, w.value, &mut fl)?,
+                }
+                root_reply(mmu, vm, fl, reply)
+            }
+            MmuRequest::TdpFault(f) => {
+                let fault = vm.tdp_fault(mmu, &f, &mut fl)?;
+                fault_reply(mmu, vm, fault, fl, reply)
+            }
+            MmuRequest::ShadowFault(f) => {
+                let fault = vm.shadow_fault(mmu, &f, &mut fl)?;
+                fault_reply(mmu, vm, fault, fl, reply)
+            }
+            MmuRequest::Invlpg(_) => {
+                vm.invlpg(mmu, &mut fl)?;
+                root_reply(mmu, vm, fl, reply)
+            }
+            MmuRequest::Invpcid(p) => {
+                vm.invpcid(mmu, InvpcidKind::try_from(p.kind)?, p.pcid as u64, &mut fl)?;
+                root_reply(mmu, vm, fl, reply)
+            }
+            MmuRequest::EmulatedWrite(w) => {
+                vm.emulated_write(mmu, &w, &mut fl)?;
+                root_reply(mmu, vm, fl, reply)
+            }
+            MmuRequest::GvaToGpa(g) => {
+                let t = vm.gva_to_gpa(mmu, &g)?;
+                encode_reply(&t, reply)
+            }
+            MmuRequest::GetStats(_) => encode_reply(&mmu.vms[i].stats, reply),
+            MmuRequest::VcpuCreated(_) => {
+                vm.vcpu_created = true;
+                encode_reply(&Empty {}, reply)
+            }
+            // NX huge pages are a later issue: nothing to disable yet.
+            MmuRequest::DisableNxHugePages(_) => Err(Error::NotSupported),
+            MmuRequest::DestroyVm(_) => {
+                vm.destroy(mmu);
+                self.vms[i] = None;
+                encode_reply(&Empty {}, reply)
+            }
+        }
+    }
+}
+
+fn root_reply(
+    mmu: &mut Mmu,
+    vm: &Vm,
+    fl: u32,
+    reply: &mut [u8; MAX_MSG_BYTES],
+) -> Result<usize, Error> {
+    if fl != 0 {
+        mmu.stats(vm.index).tlb_flushes += 1;
+    }
+    let r: RootReply = vm.root_reply(mmu, fl);
+    encode_reply(&r, reply)
+}
+
+fn fault_reply(
+    mmu: &mut Mmu,
+    vm: &Vm,
+    f: Fault,
+    fl: u32,
+    reply: &mut [u8; MAX_MSG_BYTES],
+) -> Result<usize, Error> {
+    if fl != 0 {
+        mmu.stats(vm.index).tlb_flushes += 1;
+    }
+    let root = vm.root_reply(mmu, fl);
+    let r = FaultReply {
+        outcome: f.outcome as u32,
+        error_code: f.error_code,
+        gpa: f.gpa,
+        flush: fl,
+        root_level: root.root_level,
+        root_hpa: root.root_hpa,
+    };
+    encode_reply(&r, reply)
+}
+
+impl ipc::Server for MmuServer {
+    fn handle(&mut self, badge: Badge, request: &[u8], reply: &mut [u8; MAX_MSG_BYTES]) -> usize {
+        let result = MmuRequest::decode(request).and_then(|req| self.dispatch(badge, req, reply));
+        match result {
+            Ok(n) => n,
+            Err(e) => encode_error_reply(e, reply),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! TDP faults: an EPT violation on `gpa` installs the mapping at the largest level the
+//! memory map allows (MMU_REFERENCE.md section 1; SDM Vol. 3C 29.3.2 for the format).
+//!
+//! The level is limited by: the slot (the whole 2M/1G range must be in one slot, and
+//! backed by host memory with the same alignment, as a huge EPT page maps an aligned
+//! host range), write tracking (a huge page cannot be partly read-only), and the
+//! NX-huge-page decision [`huge_page_may_execute`].
+
+use crate::mmu::Mmu;
+use crate::pool::FrameId;
+use crate::role::{ACC_ALL, ACC_WRITE_MASK};
+use crate::spte::{self, Format};
+use crate::vm::{Vm, GFN_LIMIT};
+use crate::write_track::WriteFaultKind;
+use ipc::{Error, FaultOutcome, SlotKind, TdpFault};
+
+/// EPT-violation exit qualification bits (SDM Vol. 3C 28.2.1, Table 28-7).
+pub mod qual {
+    pub const READ: u64 = 1 << 0;
+    pub const WRITE: u64 = 1 << 1;
+    pub const FETCH: u64 = 1 << 2;
+    /// The guest-linear address field is valid.
+    pub const GLA_VALID: u64 = 1 << 7;
+    /// The access was to the final translation (not to a guest paging structure).
+    pub const GLA_TRANSLATED: u64 = 1 << 8;
+}
+
+/// The outcome of a fault before it becomes a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub outcome: FaultOutcome,
+    pub error_code: u32,
+    pub gpa: u64,
+}
+
+impl Fault {
+    pub const fn of(outcome: FaultOutcome) -> Fault {
+        Fault {
+            outcome,
+            error_code: 0,
+            gpa: 0,
+        }
+    }
+    pub const fn mmio(gpa: u64) -> Fault {
+        Fault {
+            outcome: FaultOutcome::Mmio,
+            error_code: 0,
+            gpa,
+        }
+    }
+}
+
+/// THE place where NX huge pages will be decided (a later issue): may a huge mapping at
+/// `level` be executable? The iTLB-multihit mitigation (MMU_REFERENCE.md section 5)
+/// will answer "no" here for VMs that have not disabled it, so that a fetch maps 4K.
+/// Today every huge mapping may execute, and `nx_lpage_splits`/`nx_recovered` stay 0.
+pub fn huge_page_may_execute(_vm: &Vm, _level: u8) -> bool {
+    true
+}
+
+impl Vm {
+    /// The largest level (1, 2 or 3) at which `gfn` may be mapped for this access.
+    pub fn max_mapping_level(&self, mmu: &Mmu, gfn: u64, fetch: bool) -> u8 {
+        let Some(slot) = self.slots.find(gfn) else {
+            return 1;
+        };
+        for level in [3u8, 2] {
+            let pages = spte::level_pages(level);
+            if !slot.can_map_huge(gfn, pages) {
+                continue;
+            }
+            if fetch && !huge_page_may_execute(self, level) {
+                continue;
+            }
+            if self.range_tracked(mmu, gfn & !(pages - 1), pages) {
+                continue;
+            }
+            return level;
+        }
+        1
+    }
+
+    /// An EPT violation.
+    pub fn tdp_fault(
+        &mut self,
+        mmu: &mut Mmu,
+        req: &TdpFault,
+        fl: &mut u32,
+    ) -> Result<Fault, Error> {
+        if !self.tdp {
+            return Err(Error::InvalidState);
+        }
+        // `is_page_fault_stale`: a fault on a root that went obsolete is retried on the
+        // fresh root (named in the reply).
+        if !self.root_usable(mmu, &self.roots.current) {
+            self.free_obsolete_roots(mmu);
+            self.load_root(mmu, fl)?;
+            return Ok(Fault::of(FaultOutcome::Retry));
+        }
+        let q = req.qualification;
+        let write = q & qual::WRITE != 0;
+        let fetch = q & qual::FETCH != 0;
+        let gfn = req.gpa >> 12;
+        if gfn >= GFN_LIMIT {
+            return Err(Error::BadAddress);
+        }
+        let slot = *self.slots.find(gfn).ok_or(Error::BadAddress)?;
+        if slot.kind == SlotKind::Mmio || (write && !slot.writable()) {
+            // An MMIO hole, or a write to ROM: the device model handles it.
+            return Ok(Fault::mmio(req.gpa));
+        }
+        let goal = self.max_mapping_level(mmu, gfn, fetch);
+        let root = self.roots.current.page.ok_or(Error::InvalidState)?;
+        let root_level = mmu.sps.get(root).role.level();
+        self.make_pages_available(mmu, (root_level - goal) as usize, fl)?;
+
+        // Walk down to the goal level, making tables on the way.
+        let mut table = root;
+        let mut level = root_level;
+        while level > goal {
+            table = self.tdp_child(mmu, table, level, gfn, fl)?;
+            level -= 1;
+        }
+        let index = spte::index(req.gpa, goal);
+        let old = mmu.read_entry(table, index);
+        if Format::Ept.is_present(old) && !Format::Ept.is_leaf(old, goal) {
+            // A table where a huge page may now go (write tracking ended, say): the
+            // huge page replaces the table and everything below it.
+            mmu.clear_entry(table, index);
+        }
+        let pages = spte::level_pages(goal);
+        let first = gfn & !(pages - 1);
+        let mut access = ACC_ALL;
+        let tracked = self.gfn_tracked(mmu, gfn);
+        if !slot.writable() || tracked {
+            access &= !ACC_WRITE_MASK;
+        }
+        let new = Format::Ept
+            .leaf(slot.hpa_of(first), goal, access)
+            .ok_or(Error::InvalidState)?;
+        self.install_leaf(mmu, table, index, goal, new);
+        if write && tracked {
+            let kind = WriteFaultKind::Direct {
+                guest_page_walk: q & qual::GLA_VALID != 0 && q & qual::GLA_TRANSLATED == 0,
+            };
+            return self.write_protect_fault(mmu, req.rip, req.gpa, gfn, kind, fl);
+        }
+        mmu.stats(self.index).page_faults_fixed += 1;
+        Ok(Fault::of(FaultOutcome::Fixed))
+    }
+
+    /// The table below entry `gfn` of `table` at `level`, made if absent. A huge leaf in
+    /// the way is zapped: the rest of its range faults in again at the smaller size.
+    fn tdp_child(
+        &mut self,
+        mmu: &mut Mmu,
+        table: FrameId,
+        level: u8,
+        gfn: u64,
+        fl: &mut u32,
+    ) -> Result<FrameId, Error> {
+        let index = spte::index(gfn << 12, level);
+        let e = mmu.read_entry(table, index);
+        if Format::Ept.is_present(e) {
+            if !Format::Ept.is_leaf(e, level) {
+                if let Some(child) = mmu.child_of(self.index, e) {
+                    mmu.touch(child);
+                    return Ok(child);
+                }
+            }
+            mmu.clear_entry(table, index);
+            *fl |= ipc::flush::CURRENT;
+        }
+        let role = mmu.sps.get(table).role.with_level(level - 1);
+        let first = gfn & !(spte::level_pages(level) - 1);
+        let child = mmu.new_page(self.index, first, role, Format::Ept, false, None, fl)?;
+        mmu.link(table, index, child);
+        Ok(child)
+    }
+
+    /// Writes a leaf and keeps the counters.
+    pub fn install_leaf(
+        &mut self,
+        mmu: &mut Mmu,
+        table: FrameId,
+        index: usize,
+        level: u8,
+        new: u64,
+    ) {
+        let fmt = mmu.sps.get(table).format;
+        let old = mmu.read_entry(table, index);
+        if old == new {
+            return;
+        }
+        let was_leaf = fmt.is_present(old) && fmt.is_leaf(old, level);
+        mmu.write_entry(table, index, new);
+        if !was_leaf {
+            mmu.count_leaf(self.index, level, 1);
+        }
+        mmu.stats(self.index).sptes_created += 1;
+    }
+}
