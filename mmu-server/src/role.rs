@@ -269,6 +269,27 @@ impl CpuRole {
     pub const fn has_4_byte_gpte(&self) -> bool {
         self.base.has_4_byte_gpte()
     }
+
+    /// The role with CR0.WP replaced by its live value (MMU_REFERENCE.md section 4:
+    /// when CR0.WP is guest-owned under TDP, the role may hold a stale WP; the software
+    /// walker must use the live one). Updates the WP-derived bits too, exactly as
+    /// [`cpu_role`] would have computed them. With paging off WP means nothing and the
+    /// role is returned unchanged.
+    #[must_use]
+    pub const fn with_live_cr0_wp(self, wp: bool) -> CpuRole {
+        if !self.paging_enabled() {
+            return self;
+        }
+        let base = self
+            .base
+            .with_cr0_wp(wp)
+            .with_smep_andnot_wp(self.ext.cr4_smep() && !wp)
+            .with_smap_andnot_wp(self.ext.cr4_smap() && !wp);
+        CpuRole {
+            base,
+            ext: self.ext,
+        }
+    }
 }
 
 /// The guest registers that determine the roles.

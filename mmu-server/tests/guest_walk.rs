@@ -781,12 +781,7 @@ fn compare_with_reference(
                     .collect();
                 assert_eq!(recorded, t.accessed_set, "entries used\n{}", ctx());
             }
-            for gpa in &t.accessed_set {
-                before.set_bits(*gpa, t.entry_size, A);
-            }
-            if let Some(gpa) = t.dirty_set {
-                before.set_bits(gpa, t.entry_size, D);
-            }
+            t.apply_accessed_dirty(|gpa, size, bits| before.set_bits(gpa, size, bits));
             if t.level > 0 {
                 let leaf = *t.accessed_set.last().unwrap();
                 let dirty_now = before.read(leaf, t.entry_size).unwrap() & D != 0;
@@ -1084,7 +1079,7 @@ fn run_scenario(s: &Scenario) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(768))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn walker_matches_the_sdm_reference(s in scenario()) {

@@ -261,3 +261,31 @@ fn accessors_round_trip_every_field() {
     let cpu = CpuRole { base: role, ext };
     assert_eq!(cpu.as_u64(), 0xFF_A507_FEF5);
 }
+
+#[test]
+fn live_cr0_wp_patch_equals_recomputing_the_role() {
+    for c in CASES {
+        for wp in [false, true] {
+            let stale = cpu_role(
+                &PagingRegs {
+                    cr0: c.cr0,
+                    cr4: c.cr4,
+                    efer: c.efer,
+                },
+                false,
+                false,
+            );
+            let cr0 = if wp { c.cr0 | CR0_WP } else { c.cr0 & !CR0_WP };
+            let fresh = cpu_role(
+                &PagingRegs {
+                    cr0,
+                    cr4: c.cr4,
+                    efer: c.efer,
+                },
+                false,
+                false,
+            );
+            assert_eq!(stale.with_live_cr0_wp(wp), fresh, "{} wp={wp}", c.name);
+        }
+    }
+}

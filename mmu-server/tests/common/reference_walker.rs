@@ -7,6 +7,10 @@
 //! function: it reads memory through a closure and reports which entries the processor
 //! would mark accessed/dirty; the caller applies those writes.
 //!
+//! Use: `reference_walk(&|gpa, size| read_le(gpa, size), regs, gva, access)`, then on
+//! `RefOutcome::Ok(t)` call `t.apply_accessed_dirty(..)` on your copy of guest memory.
+//! A fault or `NotRam` writes nothing.
+//!
 //! Model choices it shares with the project's guest CPU (they are facts of that CPU, not
 //! of the code under test): MAXPHYADDR is a parameter; PAE PDPTEs are read from memory
 //! at walk time (no PDPTE registers), so their reserved bits give a reserved-bit #PF.
@@ -67,6 +71,19 @@ pub struct RefTranslation {
     pub accessed_set: Vec<u64>,
     /// Address of the entry whose dirty flag (bit 6) the processor sets, for a write.
     pub dirty_set: Option<u64>,
+}
+
+impl RefTranslation {
+    /// Perform the accessed/dirty writes the processor makes for this translation:
+    /// `set_bits(gpa, entry_size, bits)` must OR `bits` into the entry at `gpa`.
+    pub fn apply_accessed_dirty(&self, mut set_bits: impl FnMut(u64, u8, u64)) {
+        for gpa in &self.accessed_set {
+            set_bits(*gpa, self.entry_size, 1 << 5);
+        }
+        if let Some(gpa) = self.dirty_set {
+            set_bits(gpa, self.entry_size, 1 << 6);
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
