@@ -17,7 +17,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 config="${1:-qemu-tcg}"
-out="${2:-$repo/build/kernel}"
+out="$(realpath -m "${2:-$repo/build/kernel}")"
 venv="$repo/build/venv"
 config_dir="$here/config/$config"
 [ -f "$config_dir/autoconf.h" ] || { echo "kernel/build.sh: no $config_dir/autoconf.h" >&2; exit 2; }

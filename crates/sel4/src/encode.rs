@@ -14,6 +14,10 @@ use sel4_sys::{CPtr, InvocationLabel as L, Word};
 
 /// Longest encoding we produce: `TCB_WriteRegisters` with a full context (2 + 19).
 pub const MAX_WORDS: usize = 2 + UserContext::WORDS;
+const _: () = assert!(
+    MAX_WORDS <= sel4_sys::MSG_MAX_LENGTH,
+    "every encoding fits one message"
+);
 
 /// One kernel invocation, ready to be sent with `seL4_Call` to the invoked capability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -443,7 +447,6 @@ mod tests {
 
     #[test]
     fn every_encoding_fits_a_message() {
-        assert!(MAX_WORDS <= sel4_sys::MSG_MAX_LENGTH);
         let ctx = UserContext::default();
         assert_eq!(
             tcb_write_registers(true, UserContext::WORDS, &ctx)
