@@ -176,3 +176,51 @@ fn faults_guest_ends_as_a_real_cpu_would() {
         );
     }
 }
+
+/// capvisor's software CPU has no SSE, x87 or AVX and none of the optional instructions
+/// below: the guests' code (disassembled as 64-bit) must not use them. Only `faults`
+/// carries one XORPS, on purpose.
+#[test]
+fn guest_code_has_no_sse_x87_avx_or_optional_instructions() {
+    let stray = |line: &str| {
+        let Some(insn) = line.split('\t').nth(2) else {
+            return false;
+        };
+        let mnemonic = insn.split_whitespace().next().unwrap_or("");
+        let registers = [
+            "xmm", "ymm", "zmm", "st(", "mm0", "mm1", "mm2", "mm3", "mm4", "mm5", "mm6", "mm7",
+        ];
+        let optional = [
+            "fxsave", "fxrstor", "xsave", "xrstor", "rdrand", "rdseed", "ldmxcsr", "stmxcsr",
+            "rdpid",
+        ];
+        registers.iter().any(|r| insn.contains(r))
+            || optional.iter().any(|o| mnemonic.starts_with(o))
+            || (mnemonic.starts_with('f') && mnemonic != "fs")
+            || (mnemonic.starts_with('v') && mnemonic.len() > 4)
+    };
+    for g in IMAGES {
+        let out = std::process::Command::new("objdump")
+            .args(["-d", "-M", "intel", "-m", "i386:x86-64"])
+            .arg(guests::guest_image(g))
+            .output()
+            .expect("objdump runs (make deps installs binutils)");
+        assert!(out.status.success(), "objdump failed on {g}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found: Vec<&str> = text.lines().filter(|l| stray(l)).collect();
+        let allowed: &[&str] = if g == "faults" {
+            &["xorps  xmm0,xmm0"]
+        } else {
+            &[]
+        };
+        let unexpected: Vec<&&str> = found
+            .iter()
+            .filter(|l| !allowed.iter().any(|a| l.ends_with(a)))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "{g} uses instructions capvisor's CPU lacks:\n{unexpected:#?}"
+        );
+        assert_eq!(found.len(), allowed.len(), "{g}: {found:#?}");
+    }
+}
