@@ -148,17 +148,22 @@ struct Mode {
 }
 
 impl Mode {
+    /// The mode of a paging-enabled cpu role. Format and depth are derived from the
+    /// mode bits (EFER.LMA, CR4.LA57, CR4.PAE) rather than from the role's level field,
+    /// so that no role value, however inconsistent, can make the walk index past its
+    /// five levels. For the roles [`crate::role::cpu_role`] makes, both agree.
     fn of(role: &CpuRole, gbpages: bool) -> Mode {
-        let format = if role.has_4_byte_gpte() {
-            Format::Bits32
-        } else if role.long_mode() {
-            Format::Long
+        // Long mode implies PAE-format entries (SDM 9.8.5: LMA needs CR4.PAE=1).
+        let (format, root_level) = if role.long_mode() {
+            (Format::Long, if role.ext.cr4_la57() { 5 } else { 4 })
+        } else if role.has_4_byte_gpte() {
+            (Format::Bits32, 2)
         } else {
-            Format::Pae
+            (Format::Pae, 3)
         };
         Mode {
             format,
-            root_level: role.level(),
+            root_level,
             nx: role.efer_nx() && format != Format::Bits32,
             pse: role.pse(),
             gbpages,

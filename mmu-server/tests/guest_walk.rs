@@ -940,7 +940,8 @@ fn build(mode: Mode, seed: u64, cr3_slot: u64) -> (Ram, u64) {
         // CR3 bits 4:0 and 63:32 are ignored by PAE paging.
         pdpt | (rng.below(32) & 0x18)
     } else {
-        (cr3_slot % TABLE_PAGES) * PAGE
+        // Bits 11:0 are PCID or PWT/PCD, never address bits (SDM 4.3, 4.5.2).
+        ((cr3_slot % TABLE_PAGES) * PAGE) | rng.below(PAGE)
     };
     (ram, cr3)
 }
@@ -1144,6 +1145,59 @@ fn property_generator_reaches_every_outcome() {
         if mode != Mode::Bits32 {
             assert!(reserved > 2, "{mode:?}: rsvd={reserved}");
             assert!(large > 2, "{mode:?}: large={large}");
+        }
+    }
+}
+
+/// Guest RAM filled with arbitrary bytes.
+fn noise_ram(seed: u64) -> Ram {
+    let mut rng = Rng(seed);
+    let ram = Ram::new(4);
+    for gpa in (0..4 * PAGE).step_by(8) {
+        // Keep many entries pointing back into the 4 pages so walks go deep.
+        let e = rng.next();
+        let e = if rng.chance(50) {
+            e & !(0xFFFF_FFFF_FFFF_F000 & !0x3000)
+        } else {
+            e
+        };
+        ram.write(gpa, 8, e);
+    }
+    ram
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// No register value, role word, table content or request makes the walker panic
+    /// (tests run with overflow checks on), and the walk's arrays stay in range.
+    #[test]
+    fn walker_is_total(
+        cr0 in any::<u64>(),
+        cr4 in any::<u64>(),
+        efer in any::<u64>(),
+        raw_role in any::<(u32, u32)>(),
+        seed in any::<u64>(),
+        cr3 in any::<u64>(),
+        gva in any::<u64>(),
+        access in any::<u64>(),
+        ac in any::<bool>(),
+        pkru in any::<u32>(),
+        gbpages in any::<bool>(),
+    ) {
+        use mmu_server::role::{CpuRole, ExtendedRole, PageRole};
+        let ram = noise_ram(seed);
+        let req = WalkRequest { cr3: cr3 & 0x3FFF, gva, pfec: access, rflags_ac: ac, pkru, gbpages };
+        let from_regs = cpu_role(&PagingRegs { cr0, cr4, efer }, false, false);
+        let raw = CpuRole { base: PageRole(raw_role.0), ext: ExtendedRole(raw_role.1) };
+        for role in [from_regs, raw] {
+            let perms = Permissions::for_role(&role);
+            if let Ok(w) = walk(&ram, &role, &perms, &req) {
+                prop_assert!(w.levels <= 5 && w.level <= w.levels);
+                prop_assert!(w.pte_access <= 7);
+            }
+            let far = WalkRequest { cr3, ..req };
+            let _ = walk(&ram, &role, &perms, &far);
         }
     }
 }
