@@ -52,3 +52,12 @@ root-task: deps
 	cp $(ROOT_TASK_TARGET_DIR)/qemu-tcg/x86_64-unknown-none/release/capvisor-root-task build/root-task.elf
 	cp $(ROOT_TASK_TARGET_DIR)/any-cpu/x86_64-unknown-none/release/capvisor-root-task build/root-task-any-cpu.elf
 sel4-image: kernel root-task
+
+# The system spec (capdl/): `make capdl` prints the capDL spec of capdl/system.toml;
+# `make capdl-bin` writes build/system.capdl.bin, the binary form the root task reads.
+.PHONY: capdl capdl-bin
+capdl:
+	@$(CARGO) run -q -p capdl -- print capdl/system.toml
+capdl-bin:
+	@mkdir -p build
+	$(CARGO) run -q -p capdl -- binary capdl/system.toml -o build/system.capdl.bin

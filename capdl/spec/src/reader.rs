@@ -52,10 +52,11 @@ pub struct SpecView<'a> {
     strings: &'a [u8],
 }
 
-fn table<'a, T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned>(
-    bytes: &'a [u8],
+/// A table of `count` records at the start of `bytes`, and what follows it.
+fn table<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned>(
+    bytes: &[u8],
     count: u32,
-) -> Result<(&'a [T], &'a [u8]), FormatError> {
+) -> Result<(&[T], &[u8]), FormatError> {
     <[T]>::ref_from_prefix_with_elems(bytes, count as usize).map_err(|_| FormatError::Truncated)
 }
 
