@@ -17,7 +17,7 @@
 mod layout;
 mod syscalls;
 
-use layout::{AddressSpaces, KDATA_WORDS};
+use layout::AddressSpaces;
 use rt::exit::{EXIT_FAILURE, EXIT_SUCCESS};
 use rt::multiboot::BootInfo;
 use rt::println;
@@ -204,5 +204,3 @@ impl core::fmt::Display for Failure {
         }
     }
 }
-
-const _: () = assert!(KDATA_WORDS == 512);

@@ -16,8 +16,8 @@ pub fn write_byte(b: u8) {
     outb(COM1, b);
 }
 
-/// Sends a string, turning `\n` into `\r\n` is not needed: QEMU and capvisor print raw
-/// bytes and the tests compare lines.
+/// Sends a string as is (`\n` stays `\n`: QEMU and capvisor pass raw bytes through and
+/// the tests compare lines).
 pub fn write_str(s: &str) {
     for b in s.bytes() {
         write_byte(b);
