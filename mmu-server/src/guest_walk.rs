@@ -8,9 +8,10 @@
 //!
 //! Choices, each documented where it is made:
 //! - Guest MAXPHYADDR is [`GUEST_MAXPHYADDR`] (40), the project's fixed guest CPU model.
-//! - PAE PDPTEs are read from guest memory at walk time, not from PDPTE registers loaded
-//!   at MOV CR3 (SDM 4.4.1): so a reserved bit in a PDPTE is reported here as a
-//!   reserved-bit page fault, where hardware would have raised #GP at the CR3 load.
+//! - [`walk`] reads PAE PDPTEs from guest memory at walk time; [`walk_with_pdptes`]
+//!   takes the values loaded at the last CR3 load, as the processor uses them (SDM
+//!   4.4.1). Either way a reserved bit in the PDPTE used is reported as a reserved-bit
+//!   page fault (hardware would have raised #GP at the load instead).
 //! - The I/D error-code bit follows SDM 4.7: set for a fetch when SMEP is on, or when
 //!   execute-disable is in effect, which needs EFER.NXE *and* PAE-format entries
 //!   (32-bit paging has no XD bit, SDM 4.3). QEMU TCG reports it the same way.
@@ -303,12 +304,36 @@ const PAE_PDPTE_RESERVED: u64 = bits(GUEST_MAXPHYADDR as u32, 63) | bits(5, 8) |
 /// Translate `req.gva` through the guest's page tables as the processor would for the
 /// access `req.pfec`, and set the accessed/dirty bits the processor would set.
 ///
-/// `perms` must be [`Permissions::for_role`] of `role`.
+/// `perms` must be [`Permissions::for_role`] of `role`. PAE PDPTEs are read from guest
+/// memory; see [`walk_with_pdptes`] to use the ones loaded at the last CR3 load.
 pub fn walk(
     mem: &impl GuestMemory,
     role: &CpuRole,
     perms: &Permissions,
     req: &WalkRequest,
+) -> Result<GuestWalk, WalkError> {
+    walk_inner(mem, role, perms, req, None)
+}
+
+/// [`walk`] with PAE paging's four PDPTEs taken from `pdptes`, the values loaded from
+/// CR3 at the last MOV to CR3/CR0/CR4 (SDM 4.4.1: the processor uses these registers,
+/// not memory, until the next load). Ignored outside PAE paging.
+pub fn walk_with_pdptes(
+    mem: &impl GuestMemory,
+    role: &CpuRole,
+    perms: &Permissions,
+    req: &WalkRequest,
+    pdptes: &[u64; 4],
+) -> Result<GuestWalk, WalkError> {
+    walk_inner(mem, role, perms, req, Some(pdptes))
+}
+
+fn walk_inner(
+    mem: &impl GuestMemory,
+    role: &CpuRole,
+    perms: &Permissions,
+    req: &WalkRequest,
+    pdptes: Option<&[u64; 4]>,
 ) -> Result<GuestWalk, WalkError> {
     if !role.paging_enabled() {
         // Paging off: linear is physical, nothing to check or update (SDM 4.1.1).
@@ -321,7 +346,7 @@ pub fn walk(
     }
     let mode = Mode::of(role, req.gbpages);
     for _ in 0..MAX_WALK_ATTEMPTS {
-        match walk_once(mem, &mode, perms, req)? {
+        match walk_once(mem, &mode, perms, req, pdptes)? {
             Some(done) => return Ok(done),
             None => continue,
         }
@@ -347,6 +372,7 @@ fn walk_once(
     mode: &Mode,
     perms: &Permissions,
     req: &WalkRequest,
+    pdptes: Option<&[u64; 4]>,
 ) -> Result<Option<GuestWalk>, WalkError> {
     let fault = |outcome: u64| Err(error_code(mode, req, outcome));
     let gva = mode.linear(req.gva);
@@ -366,10 +392,14 @@ fn walk_once(
         // SDM 4.4.1: the four PDPTEs are at CR3 bits 31:5, selected by gva bits 31:30.
         Format::Pae => {
             let pdpt = req.cr3 & 0xFFFF_FFE0;
-            let gpa = pdpt + 8 * ((gva >> 30) & 3);
-            let pdpte = mem
-                .read_gpte(gpa, 8)
-                .ok_or(WalkError::TableNotRam { gpa })?;
+            let index = (gva >> 30) & 3;
+            let gpa = pdpt + 8 * index;
+            let pdpte = match pdptes {
+                Some(loaded) => loaded[index as usize],
+                None => mem
+                    .read_gpte(gpa, 8)
+                    .ok_or(WalkError::TableNotRam { gpa })?,
+            };
             w.table_gfns[2] = pdpt >> 12;
             w.gptes[2] = pdpte;
             w.gpte_gpas[2] = gpa;

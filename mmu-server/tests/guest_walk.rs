@@ -5,7 +5,8 @@ mod common;
 
 use common::reference_walker::{reference_walk, RefAccess, RefKind, RefOutcome, RefRegs};
 use mmu_server::guest_walk::{
-    walk, GuestMemory, GuestWalk, WalkError, WalkRequest, GUEST_MAXPHYADDR, MAX_WALK_ATTEMPTS,
+    walk, walk_with_pdptes, GuestMemory, GuestWalk, WalkError, WalkRequest, GUEST_MAXPHYADDR,
+    MAX_WALK_ATTEMPTS,
 };
 use mmu_server::permission::{pfec, Permissions};
 use mmu_server::role::{cpu_role, PagingRegs, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK};
@@ -515,6 +516,55 @@ fn pae_pdptes() {
     assert_eq!(
         module_walk(&ram, &cpu, gva, read()),
         fault(pfec::P | pfec::RSVD)
+    );
+}
+
+#[test]
+fn pae_walk_with_loaded_pdptes_ignores_the_pdpt_in_memory() {
+    let ram = Ram::new(8);
+    let cpu = Cpu::pae(0x1FE0);
+    // Memory says PDPTE 0 -> 0x3000; the registers, loaded earlier, say 0x4000.
+    ram.write(0x1FE0, 8, 0x3000 | P);
+    ram.write(0x3000, 8, 0x5000 | P | RW);
+    ram.write(0x4000, 8, 0x6000 | P | RW);
+    ram.write(0x5000, 8, 0x7000 | P | RW);
+    ram.write(0x6000, 8, 0x8000 | P | RW);
+    let regs = PagingRegs {
+        cr0: cpu.cr0,
+        cr4: cpu.cr4,
+        efer: cpu.efer,
+    };
+    let role = cpu_role(&regs, false, false);
+    let perms = Permissions::for_role(&role);
+    let req = request(&cpu, 0x10, &read());
+    assert_eq!(walk(&ram, &role, &perms, &req).unwrap().gpa, 0x7010);
+    let loaded = [0x4000 | P, 0, 0, 0];
+    let w = walk_with_pdptes(&ram, &role, &perms, &req, &loaded).unwrap();
+    assert_eq!(w.gpa, 0x8010);
+    assert_eq!((w.gptes[2], w.gpte_gpas[2]), (0x4000 | P, 0x1FE0));
+    // A not-present loaded PDPTE faults even though memory has a present one.
+    let req = request(&cpu, 1 << 30, &write());
+    ram.write(0x1FE8, 8, 0x3000 | P);
+    assert_eq!(
+        walk_with_pdptes(&ram, &role, &perms, &req, &loaded),
+        fault(pfec::W)
+    );
+    // Outside PAE paging the loaded PDPTEs mean nothing.
+    four_level(&ram, P | RW, 0x5000 | P | RW);
+    let long = Cpu::long4(0x1000);
+    let regs = PagingRegs {
+        cr0: long.cr0,
+        cr4: long.cr4,
+        efer: long.efer,
+    };
+    let role = cpu_role(&regs, false, false);
+    let perms = Permissions::for_role(&role);
+    let req = request(&long, gva4(1, 2, 3, 4, 0), &read());
+    assert_eq!(
+        walk_with_pdptes(&ram, &role, &perms, &req, &[0; 4])
+            .unwrap()
+            .gpa,
+        0x5000
     );
 }
 
