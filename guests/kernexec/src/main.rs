@@ -21,7 +21,7 @@ use layout::AddressSpaces;
 use rt::exit::{EXIT_FAILURE, EXIT_SUCCESS};
 use rt::multiboot::BootInfo;
 use rt::println;
-use rt::trap::{self, Fault, PF_PRESENT, PF_WRITE, VECTOR_PF};
+use rt::trap::{self, Fault, PF_FETCH, PF_PRESENT, PF_WRITE, VECTOR_PF};
 use syscalls::Kernel;
 
 rt::entry!(main);
@@ -72,6 +72,7 @@ fn run() -> Result<(), Failure> {
 
     check_read_only("kernel text is read-only", layout::text_probe_addr())?;
     check_read_only("kdata is read-only while CR0.WP=1", layout::kdata_addr())?;
+    check_data_not_executable()?;
 
     rt::user::init().map_err(Failure::UserMode)?;
     let mut kernel = Kernel::new(spaces, opts);
@@ -106,6 +107,26 @@ fn check_read_only(what: &'static str, addr: u64) -> Result<(), Failure> {
             Ok(())
         }
         Err(f) => Err(Failure::WrongFault(what, f)),
+    }
+}
+
+/// A RET in writable data: W^X says it must not run.
+static mut DATA_RET: u8 = 0xC3;
+
+/// With NX (EFER.NXE), fetching from data must raise #PF with P|I/D. Silent: whether
+/// the CPU has NX is a feature flag, and the output must not depend on it.
+fn check_data_not_executable() -> Result<(), Failure> {
+    if rt::paging::nx() == 0 {
+        return Ok(());
+    }
+    let addr = core::ptr::addr_of!(DATA_RET) as u64;
+    // SAFETY: the target is a lone RET; if NX failed to stop it, it just returns.
+    match unsafe { trap::probe_call(addr) } {
+        Ok(()) => Err(Failure::WriteNotBlocked("a fetch from data")),
+        Err(f) if f.vector == VECTOR_PF && f.error == PF_PRESENT | PF_FETCH && f.cr2 == addr => {
+            Ok(())
+        }
+        Err(f) => Err(Failure::WrongFault("a fetch from data", f)),
     }
 }
 
@@ -166,7 +187,7 @@ impl core::fmt::Display for Failure {
             Failure::BadOption(why) => write!(f, "bad command line: {why}"),
             Failure::Layout(e) => write!(f, "cannot build the address spaces: {e:?}"),
             Failure::UserMode(e) => write!(f, "no user mode: {e:?}"),
-            Failure::WriteNotBlocked(what) => write!(f, "a write was not blocked ({what})"),
+            Failure::WriteNotBlocked(what) => write!(f, "an access was not blocked ({what})"),
             Failure::WrongFault(what, x) => write!(f, "wrong fault ({what}): {x:?}"),
             Failure::UnexpectedFault(x) => write!(f, "unexpected fault: {x:?}"),
             Failure::UserFault { pid, fault } => write!(f, "process {pid} faulted: {fault:?}"),

@@ -194,6 +194,16 @@ rt_probe_write_u64_insn:
 rt_probe_write_u64_done:
     ret
 
+    /* Calls rdi (code returning with RET). A #PF fetching rdi itself (e.g. NX) returns
+       here with rdx = 1, as if the callee had returned. */
+    .global rt_probe_call
+rt_probe_call:
+    xor edx, edx
+    mov [rip + RT_EXEC_PROBE_TARGET], rdi
+    call rdi
+    mov qword ptr [rip + RT_EXEC_PROBE_TARGET], 0
+    ret
+
     .section .rodata.rt_probe_sites, "a"
     .balign 8
     .global rt_probe_sites
@@ -215,7 +225,12 @@ extern "C" {
     fn rt_probe_read_u64(addr: u64) -> ProbeResult;
     fn rt_probe_write_u8(addr: u64, value: u8) -> ProbeResult;
     fn rt_probe_write_u64(addr: u64, value: u64) -> ProbeResult;
+    fn rt_probe_call(addr: u64) -> ProbeResult;
 }
+
+/// The address `rt_probe_call` is calling, 0 when none.
+#[no_mangle]
+static mut RT_EXEC_PROBE_TARGET: u64 = 0;
 
 /// Returned in RAX:RDX by the probes.
 #[repr(C)]
@@ -262,6 +277,15 @@ pub unsafe fn probe_write_u8(addr: u64, value: u8) -> Result<(), Fault> {
 /// As for [`probe_write_u8`].
 pub unsafe fn probe_write_u64(addr: u64, value: u64) -> Result<(), Fault> {
     rt_probe_write_u64(addr, value).into_result().map(|_| ())
+}
+
+/// Calls the code at `addr`, or returns the fault raised by fetching its first
+/// instruction (the callee must be a function that only returns, e.g. a lone RET).
+///
+/// # Safety
+/// If the fetch succeeds, the code at `addr` runs as an `extern "C" fn()`.
+pub unsafe fn probe_call(addr: u64) -> Result<(), Fault> {
+    rt_probe_call(addr).into_result().map(|_| ())
 }
 
 /// Installs the IDT (vectors 0-31) and the TSS (RSP0 = the trap stack).
@@ -363,6 +387,20 @@ extern "C" fn rt_trap(frame: &mut TrapFrame) -> u32 {
         frame.rip = site[1];
         frame.rdx = 1;
         frame.rax = 0;
+        return 0;
+    }
+    // SAFETY: single CPU; set and cleared by `rt_probe_call` around its CALL.
+    let exec_target = unsafe { *addr_of!(RT_EXEC_PROBE_TARGET) };
+    if exec_target != 0 && frame.rip == exec_target && frame.vector == VECTOR_PF {
+        // The CALL pushed its return address; complete the "return" the callee could
+        // not execute.
+        // SAFETY: the CALL that just faulted wrote this stack slot.
+        let ret = unsafe { (frame.rsp as *const u64).read() };
+        // SAFETY: as above.
+        unsafe { *addr_of_mut!(LAST_FAULT) = fault };
+        frame.rip = ret;
+        frame.rsp += 8;
+        frame.rdx = 1;
         return 0;
     }
     unexpected(frame, &fault)
