@@ -15,9 +15,11 @@
 //! - The I/D error-code bit follows SDM 4.7: set for a fetch when SMEP is on, or when
 //!   execute-disable is in effect, which needs EFER.NXE *and* PAE-format entries
 //!   (32-bit paging has no XD bit, SDM 4.3). QEMU TCG reports it the same way.
-//! - Accessed and dirty bits are written only when the walk succeeds (SDM 4.8 allows the
-//!   processor to set them only for translations it uses), with compare-and-exchange, and
-//!   the whole walk is redone if an entry changed under us.
+//! - Accessed and dirty bits are written only when the walk succeeds and the access is
+//!   allowed, as KVM does, with compare-and-exchange; the whole walk is redone if an
+//!   entry changed under us. A processor sets A in each entry as it uses it (SDM 4.8),
+//!   so after a fault it may already have marked the upper levels (QEMU TCG does); the
+//!   SDM gives software no guarantee either way, so a correct guest cannot tell.
 
 use crate::permission::{gpte_access, pfec, Permissions};
 use crate::role::{CpuRole, ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK};
@@ -154,7 +156,8 @@ impl Mode {
     /// so that no role value, however inconsistent, can make the walk index past its
     /// five levels. For the roles [`crate::role::cpu_role`] makes, both agree.
     fn of(role: &CpuRole, gbpages: bool) -> Mode {
-        // Long mode implies PAE-format entries (SDM 9.8.5: LMA needs CR4.PAE=1).
+        // Long mode implies PAE-format entries (activating IA-32e mode needs CR4.PAE=1,
+        // SDM Vol. 3A "Initializing IA-32e Mode").
         let (format, root_level) = if role.long_mode() {
             (Format::Long, if role.ext.cr4_la57() { 5 } else { 4 })
         } else if role.has_4_byte_gpte() {
@@ -236,7 +239,7 @@ impl Mode {
                 } else {
                     bits(GUEST_MAXPHYADDR as u32, 51)
                 };
-                // SDM 4.1.3 / Table 4-7 note: with EFER.NXE=0, bit 63 is reserved.
+                // Bit 63 is XD with EFER.NXE=1 and reserved otherwise (same tables).
                 let xd = if self.nx { 0 } else { PT64_NX };
                 let by_level = match level {
                     // PML5E, PML4E: PS must be 0 (SDM Tables 4-14, 4-15).

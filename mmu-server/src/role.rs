@@ -303,7 +303,7 @@ pub struct PagingRegs {
 /// `kvm_calc_cpu_role`: the guest's paging mode from its registers.
 ///
 /// Long mode is taken from EFER.LMA (which the CPU sets when LME=1 and PG=1, SDM Vol. 3A
-/// 9.8.5), as KVM does, not recomputed from LME.
+/// "Initializing IA-32e Mode"), as KVM does, not recomputed from LME.
 pub fn cpu_role(regs: &PagingRegs, smm: bool, guest_mode: bool) -> CpuRole {
     let mut base = PageRole::default()
         .with_access(ACC_ALL)
