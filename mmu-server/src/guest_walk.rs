@@ -18,8 +18,8 @@
 //! - Accessed and dirty bits are written only when the walk succeeds and the access is
 //!   allowed, as KVM does, with compare-and-exchange; the whole walk is redone if an
 //!   entry changed under us. A processor sets A in each entry as it uses it (SDM 4.8),
-//!   so after a fault it may already have marked the upper levels (QEMU TCG does); the
-//!   SDM gives software no guarantee either way, so a correct guest cannot tell.
+//!   so after a fault it may already have marked the upper levels (QEMU TCG does). A
+//!   guest could only notice by reading upper-level A bits after a fault it took.
 
 use crate::permission::{gpte_access, pfec, Permissions};
 use crate::role::{CpuRole, ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK};
