@@ -4,6 +4,9 @@ use capdl_spec::{FormatError, SpecView};
 use proptest::prelude::*;
 use std::path::Path;
 
+mod common;
+use common::arb_system;
+
 fn spec_of(file: &str) -> capdl::Spec {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
     capdl::spec_from_toml(&text).unwrap()
@@ -48,6 +51,22 @@ fn the_root_task_view_reads_the_tables_in_place() {
     let pd = &view.pds()[vm.pd.get() as usize];
     assert_eq!(view.pd_kind(pd), capdl_spec::PdKind::VmmServer);
     assert_eq!(view.nx_mode(), spec.nx.mode);
+    // What the root task does per PD: its TCB parameters and its CNode's capabilities.
+    let tcb = view.tcb(&view.objects()[pd.tcb.get() as usize]).unwrap();
+    assert_eq!(view.str(tcb.elf), "vmm_server");
+    assert_eq!(
+        tcb.ipc_buffer_vaddr.get(),
+        capdl_spec::layout::IPC_BUFFER_VADDR
+    );
+    let mmu = view
+        .caps_of(pd.cnode.get())
+        .find(|c| c.slot.get() == capdl_spec::slot::vmm::MMU_EP)
+        .unwrap();
+    assert_eq!(
+        mmu.badge.get(),
+        capdl_spec::badge::mmu_client(spec.vms[0].id)
+    );
+    assert!(view.tcb(&view.objects()[pd.cnode.get() as usize]).is_none());
 }
 
 #[test]
@@ -96,49 +115,6 @@ fn record_sizes_are_what_the_format_documents() {
     assert_eq!(size_of::<capdl_spec::TcbRecord>(), 40);
     assert_eq!(size_of::<capdl_spec::PdRecord>(), 32);
     assert_eq!(size_of::<capdl_spec::VmRecord>(), 48);
-}
-
-/// A random valid system.toml: 1..=5 VMs with random sizes, modes, ids and grants.
-fn arb_system() -> impl Strategy<Value = String> {
-    let vm = (
-        1u64..=3000,                     // memory in 4K pages (up to ~12M)
-        any::<bool>(),                   // shadow?
-        any::<bool>(),                   // NxHugePageControl?
-        proptest::option::of(1u16..=40), // explicit id
-        any::<bool>(),                   // debug_exit
-    );
-    (
-        proptest::collection::vec(vm, 1..=5),
-        1u64..=600,
-        any::<bool>(),
-    )
-        .prop_map(|(vms, pool_pages, hpet)| {
-            let mut s = format!("[mmu_server]\nframe_pool = \"{}K\"\n", pool_pages * 4);
-            if hpet {
-                s.push_str("[drivers.timer]\nkind = \"hpet\"\n");
-            }
-            let mut ids = Vec::new();
-            for (i, (pages, shadow, nx, id, exit)) in vms.into_iter().enumerate() {
-                s.push_str(&format!(
-                    "[[vm]]\nname = \"vm{i}\"\nimage = \"g\"\nmemory = \"{}K\"\n",
-                    pages * 4
-                ));
-                if shadow {
-                    s.push_str("mmu = \"shadow\"\n");
-                }
-                if nx {
-                    s.push_str("caps = [\"NxHugePageControl\"]\n");
-                }
-                if let Some(id) = id.filter(|id| !ids.contains(id)) {
-                    ids.push(id);
-                    s.push_str(&format!("id = {id}\n"));
-                }
-                if exit {
-                    s.push_str("debug_exit = true\n");
-                }
-            }
-            s
-        })
 }
 
 proptest! {

@@ -257,6 +257,20 @@ impl<'a> SpecView<'a> {
         PdKind::from_u8(pd.kind).unwrap_or(PdKind::MmuServer)
     }
 
+    /// The capabilities held by object `holder` (its CNode slots, its paging entries,
+    /// its TCB slots), in table order.
+    pub fn caps_of(&self, holder: u32) -> impl Iterator<Item = &'a CapRecord> {
+        self.caps.iter().filter(move |c| c.holder.get() == holder)
+    }
+
+    /// The TCB parameters of a TCB object record (None for other kinds).
+    pub fn tcb(&self, object: &ObjectRecord) -> Option<&'a TcbRecord> {
+        if object.kind != ObjectKind::Tcb as u8 {
+            return None;
+        }
+        self.tcbs.get(object.arg0.get() as usize)
+    }
+
     /// A string of this spec (every reference in the tables was checked). A reference
     /// made up by the caller that is out of range reads as "".
     pub fn str(&self, s: StrRef) -> &'a str {
