@@ -2,7 +2,7 @@
 //! SDM Vol. 3A 4.6 precomputed per cpu role, so that a permission check during a walk is
 //! two table lookups (MMU_REFERENCE.md section 3).
 //!
-//! The bitmap has 16 bytes, one per access kind. The index is pfec[4:1]:
+//! The bitmap has 16 bytes, one per access kind. The index is `pfec[4:1]`:
 //! bit 0 = W, bit 1 = U, bit 2 = "SMAP does not apply" (the RSVD slot, which no access
 //! carries, reused), bit 3 = F (fetch). Within a byte, bit `a` is set when an access of
 //! that kind to a page whose effective ACC value is `a` faults.
