@@ -7,6 +7,20 @@
 //! guest RAM as a [`physmem::PhysMap`] and a transport to the mmu-server.
 #![no_std]
 
+pub mod config;
+pub mod cpu_model;
+pub mod cr;
 pub mod devices;
+pub mod emulate;
+mod exits;
 pub mod guest_ram;
+pub mod hw;
 pub mod loader;
+pub mod mmu_client;
+pub mod outcome;
+pub mod stats;
+pub mod vm;
+
+pub use config::{Cr0WpPolicy, VmConfig};
+pub use outcome::{Failure, StopReason, VmOutcome};
+pub use vm::{Vm, VmError, VmHost};

@@ -1,0 +1,141 @@
+//! `capvisor run`: options -> [`RunConfig`], run, print, exit status.
+//!
+//! Exit statuses: the guest's isa-debug-exit status `(v << 1) | 1` (always odd, and
+//! truncated to 8 bits by the OS exactly as QEMU's is); 3 if the VM could not start
+//! (bad image, bad options); 4 if the vmm-server stopped the VM with a diagnostic.
+//! (2 is clap's usage error.)
+
+use crate::options::{Cr0WpArg, GrantArg, MmuArg, NxHugePagesArg, OnOff, RunArgs};
+use crate::report;
+use crate::runtime::{self, NxHugePages, RunConfig};
+use std::io::{BufWriter, Write};
+use vmm_server::devices::SerialSink;
+use vmm_server::{Cr0WpPolicy, VmConfig, VmHost, VmOutcome};
+
+pub const EXIT_START_FAILED: i32 = 3;
+pub const EXIT_VM_FAILED: i32 = 4;
+
+/// Turns the parsed options into a run configuration (reads the guest image).
+pub fn config(args: &RunArgs) -> Result<RunConfig, String> {
+    let image = std::fs::read(&args.guest)
+        .map_err(|e| format!("cannot read guest {}: {e}", args.guest.display()))?;
+    let mode = match args.mmu {
+        MmuArg::Tdp => ipc::MmuMode::Tdp,
+        MmuArg::Shadow => ipc::MmuMode::Shadow,
+    };
+    let mut vm = VmConfig::new(mode);
+    if let Some(wp) = args.cr0_wp {
+        vm.cr0_wp = match wp {
+            Cr0WpArg::GuestOwned => Cr0WpPolicy::GuestOwned,
+            Cr0WpArg::Intercept => Cr0WpPolicy::Intercept,
+        };
+    }
+    vm.root_reuse = args.root_reuse == OnOff::On;
+    vm.max_instructions = args.max_instructions;
+    vm.disable_nx_huge_pages = args.disable_nx_huge_pages;
+    vm.validate().map_err(|e| e.to_string())?;
+    Ok(RunConfig {
+        image,
+        kernel_name: args.guest.to_string_lossy().into_owned(),
+        append: args.append.clone(),
+        vm,
+        mem: args.mem,
+        pool: args.pool,
+        nx_huge_pages: match args.nx_huge_pages {
+            NxHugePagesArg::Auto => NxHugePages::Auto,
+            NxHugePagesArg::On => NxHugePages::On,
+            NxHugePagesArg::Off => NxHugePages::Off,
+            NxHugePagesArg::Force => NxHugePages::Force,
+            NxHugePagesArg::Never => NxHugePages::Never,
+        },
+        grant_nx_huge_page_control: args.grant.contains(&GrantArg::NxHugePageControl),
+    })
+}
+
+/// Streams COM1 to stdout (flushed at every newline, so output interleaves sanely
+/// with diagnostics) and sleeps on wait hints.
+struct StdoutHost {
+    out: BufWriter<std::io::Stdout>,
+    trace: bool,
+}
+
+impl SerialSink for StdoutHost {
+    fn put(&mut self, byte: u8) {
+        let _ = self.out.write_all(&[byte]);
+        if byte == b'\n' {
+            let _ = self.out.flush();
+        }
+    }
+}
+
+impl VmHost for StdoutHost {
+    fn wait(&mut self, ms: u32) {
+        let _ = self.out.flush();
+        std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+    }
+    fn trace_exit(&mut self, exit: &vcpu::exit::VmExit) {
+        if self.trace {
+            eprintln!(
+                "exit {:?} rip={:#x} qual={:#x} gla={:x?} gpa={:x?} len={} intr={:#x}/{:#x} idt={:#x}",
+                exit.reason,
+                exit.rip,
+                exit.qualification,
+                exit.guest_linear,
+                exit.guest_physical,
+                exit.instruction_len,
+                exit.interruption_info,
+                exit.interruption_error_code,
+                exit.idt_vectoring_info
+            );
+        }
+    }
+}
+
+/// Runs `capvisor run` and returns the process exit status.
+pub fn run(args: &RunArgs) -> i32 {
+    let cfg = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("capvisor: {e}");
+            return EXIT_START_FAILED;
+        }
+    };
+    let mut host = StdoutHost {
+        out: BufWriter::new(std::io::stdout()),
+        trace: args.trace_exits,
+    };
+    let result = runtime::run(&cfg, &mut host);
+    let _ = host.out.flush();
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capvisor: {e}");
+            return EXIT_START_FAILED;
+        }
+    };
+    if let Some(Err(e)) = result.nx_disable {
+        eprintln!("capvisor: disabling NX huge pages was refused: {e}");
+    }
+    if let Some(path) = &args.stats_json {
+        let mmu = match args.mmu {
+            MmuArg::Tdp => "tdp",
+            MmuArg::Shadow => "shadow",
+        };
+        let wp = match cfg.vm.cr0_wp {
+            Cr0WpPolicy::GuestOwned => "guest-owned",
+            Cr0WpPolicy::Intercept => "intercept",
+        };
+        let doc = report::run_json(&result, mmu, wp, cfg.vm.root_reuse);
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("capvisor: cannot write {}: {e}", path.display());
+        }
+    }
+    match result.outcome {
+        VmOutcome::Exited { status } => status as i32,
+        VmOutcome::Failed(f) => {
+            eprintln!("capvisor: {f}");
+            EXIT_VM_FAILED
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! One VM: the vCPU, guest RAM, the devices, and the connection to the mmu-server.
+//! [`Vm::run`] is the exit-handling loop; the handlers live in [`crate::exits`].
+
+use crate::config::{ConfigError, VmConfig};
+use crate::cr::{cr0, GuestCrs};
+use crate::devices::{IoBus, SerialSink};
+use crate::guest_ram::{GuestRam, PhysRam};
+use crate::hw;
+use crate::loader::{self, BootArgs, LoadError, LoadedKernel};
+use crate::mmu_client::{MmuCallError, MmuClient};
+use crate::outcome::{Failure, StopReason, VmOutcome};
+use crate::stats::{Checkpoint, ExitCounts, VmStats, MAX_CHECKPOINTS};
+use ipc::{flush, vcpu_flags, MmuMode, Transport};
+use vcpu::controls::EventInjection;
+use vcpu::exit::{event_type, interruption};
+use vcpu::paging::PagingContext;
+use vcpu::regs::{access, rflags, Gpr, SegReg};
+use vcpu::Vcpu;
+
+/// The VPID every vCPU of this server runs with (one vCPU per VM, one VM per server).
+pub const VPID: u16 = 1;
+
+/// What the runtime provides to a running VM.
+pub trait VmHost: SerialSink {
+    /// The guest asked to be paused for `ms` milliseconds (port 0x81).
+    fn wait(&mut self, ms: u32);
+    /// The guest reached a checkpoint (port 0x80); the record is also kept by the VM.
+    fn checkpoint(&mut self, _record: &Checkpoint) {}
+    /// Every VM exit, before it is handled (for `--trace-exits`).
+    fn trace_exit(&mut self, _exit: &vcpu::exit::VmExit) {}
+}
+
+/// Why a VM could not be created or loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmError {
+    Config(ConfigError),
+    Mmu(MmuCallError),
+    Load(LoadError),
+}
+
+impl core::fmt::Display for VmError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VmError::Config(e) => write!(f, "{e}"),
+            VmError::Mmu(e) => write!(f, "{e}"),
+            VmError::Load(e) => write!(f, "cannot load the guest: {e}"),
+        }
+    }
+}
+
+impl From<MmuCallError> for VmError {
+    fn from(e: MmuCallError) -> Self {
+        VmError::Mmu(e)
+    }
+}
+
+/// The root the vCPU runs on (from the last `RootReply` / `FaultReply`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Root {
+    pub hpa: u64,
+    pub level: u32,
+}
+
+/// What an exit handler decided.
+pub(crate) enum Next {
+    Resume,
+    Exit(u32),
+}
+
+pub(crate) type Handled = Result<Next, StopReason>;
+
+/// One VM.
+pub struct Vm<T: Transport> {
+    pub(crate) cfg: VmConfig,
+    pub(crate) mmu: MmuClient<T>,
+    pub(crate) ram: PhysRam,
+    pub(crate) cpu: Vcpu,
+    pub(crate) io: IoBus,
+    /// CR0/CR3/CR4/EFER as the guest sees them. Under TDP with a guest-owned WP,
+    /// `cr0.WP` may be stale: [`Vm::sync_guest_cr0`] refreshes it from the vCPU.
+    pub(crate) guest: GuestCrs,
+    pub(crate) root: Root,
+    pub(crate) exits: ExitCounts,
+    /// Instructions the vmm-server completed on the guest's behalf (emulation).
+    pub(crate) emulated: u64,
+    pub(crate) checkpoints: heapless::Vec<Checkpoint, MAX_CHECKPOINTS>,
+    /// The live CR0.WP read for the current exit (at most one read per exit).
+    pub(crate) live_wp: Option<bool>,
+    /// The CR3 the mmu-server was last told (see [`Vm::sync_mmu_cr3`]).
+    pub(crate) mmu_cr3: u64,
+    nx_disable: Option<Result<(), MmuCallError>>,
+}
+
+impl<T: Transport> Vm<T> {
+    /// Creates the VM's MMU state (`CreateVm`, one RAM slot covering `ram`), makes the
+    /// NX-huge-page request when configured, then creates the vCPU (`VcpuCreated`:
+    /// per-VM policy is frozen from here on).
+    pub fn new(cfg: VmConfig, transport: T, ram: PhysRam) -> Result<Vm<T>, VmError> {
+        cfg.validate().map_err(VmError::Config)?;
+        let mut mmu = MmuClient::new(transport);
+        mmu.call(&ipc::CreateVm {
+            mmu_mode: cfg.mmu_mode as u32,
+            root_reuse: cfg.root_reuse as u32,
+            flags: 0,
+            reserved: 0,
+        })?;
+        mmu.call(&ipc::AddMemSlot {
+            base_gfn: 0,
+            npages: ram.size() / physmem::PAGE_SIZE,
+            host_base: ram.hpa_base(),
+            kind: ipc::SlotKind::Ram as u32,
+            reserved: 0,
+        })?;
+        // An invocation of the NxHugePageControl capability. Refusals are reported to
+        // the user (`nx_disable_result`), and the VM goes on with the mitigation.
+        let nx_disable = cfg.disable_nx_huge_pages.then(|| {
+            mmu.call(&ipc::DisableNxHugePages {
+                flags: 0,
+                reserved: 0,
+                arg: 0,
+            })
+            .map(|_| ())
+        });
+        let cpu = Vcpu::new();
+        mmu.call(&ipc::VcpuCreated {})?;
+        Ok(Vm {
+            cfg,
+            mmu,
+            ram,
+            cpu,
+            io: IoBus::new(),
+            guest: GuestCrs::default(),
+            root: Root::default(),
+            exits: ExitCounts::default(),
+            emulated: 0,
+            checkpoints: heapless::Vec::new(),
+            live_wp: None,
+            mmu_cr3: 0,
+            nx_disable,
+        })
+    }
+
+    /// The result of the `--disable-nx-huge-pages` request, if one was made.
+    pub fn nx_disable_result(&self) -> Option<Result<(), MmuCallError>> {
+        self.nx_disable
+    }
+
+    /// Loads a multiboot kernel and puts the vCPU at its entry point, in the state
+    /// QEMU's loader leaves (see [`loader::BootState`]).
+    pub fn load(&mut self, image: &[u8], args: BootArgs<'_>) -> Result<LoadedKernel, VmError> {
+        let k = loader::load(image, args, &mut self.ram).map_err(VmError::Load)?;
+        let b = k.boot;
+        self.cpu.reset_multiboot(b.eip, b.ebx);
+        self.cpu.set_gpr(Gpr::Rax, b.eax as u64);
+        self.cpu.set_gpr(Gpr::Rsp, b.esp as u64);
+        self.cpu.set_rflags(b.eflags as u64);
+        self.cpu.flush_decode_cache();
+        self.guest = GuestCrs {
+            cr0: b.cr0 as u64,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+        };
+        let reply = self.mmu.call(&ipc::SetGuestRegs {
+            cr0: self.guest.cr0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+        })?;
+        self.program_controls();
+        self.apply_root(
+            reply.root_hpa,
+            reply.root_level,
+            reply.flush | flush::GUEST,
+            None,
+        )
+        .map_err(|_| {
+            VmError::Mmu(MmuCallError {
+                request: ipc::Label::SetGuestRegs,
+                error: ipc::Error::InvalidState,
+            })
+        })?;
+        Ok(k)
+    }
+
+    /// The vCPU (for tests and diagnostics).
+    pub fn vcpu(&mut self) -> &mut Vcpu {
+        &mut self.cpu
+    }
+
+    /// The guest's view of its paging registers.
+    pub fn guest_crs(&mut self) -> GuestCrs {
+        self.sync_guest_cr0();
+        self.guest
+    }
+
+    /// Runs the guest until it exits through isa-debug-exit or the vmm-server stops it.
+    pub fn run(&mut self, host: &mut impl VmHost) -> VmOutcome {
+        loop {
+            if let Some(limit) = self.cfg.max_instructions {
+                let done = self.instructions();
+                if done >= limit {
+                    return VmOutcome::Failed(
+                        self.failure(StopReason::InstructionBudget { limit }),
+                    );
+                }
+                self.cpu.controls.budget = Some(limit - done);
+            }
+            let exit = self.cpu.run(self.ram.map());
+            self.exits.record(exit.reason);
+            host.trace_exit(&exit);
+            self.live_wp = None;
+            match crate::exits::handle(self, &exit, host) {
+                Ok(Next::Resume) => {}
+                Ok(Next::Exit(status)) => return VmOutcome::Exited { status },
+                Err(reason) => {
+                    let mut f = self.failure(reason);
+                    if let Some(u) = exit.unimplemented {
+                        f.bytes = u.bytes;
+                        f.len = u.len.min(15);
+                    }
+                    f.rip = exit.rip;
+                    return VmOutcome::Failed(f);
+                }
+            }
+        }
+    }
+
+    /// Guest instructions so far (vCPU plus emulated).
+    pub fn instructions(&self) -> u64 {
+        self.cpu.stats().instructions + self.emulated
+    }
+
+    /// The VM's counters, with the mmu-server's statistics for it (one `GetStats`).
+    pub fn stats(&mut self) -> VmStats {
+        let mmu = self.mmu.call(&ipc::GetStats {}).unwrap_or_default();
+        VmStats {
+            instructions: self.instructions(),
+            exits: self.exits.clone(),
+            ipc_calls: self.mmu.calls(),
+            mmu,
+        }
+    }
+
+    /// The checkpoints the guest reached, in order.
+    pub fn checkpoints(&self) -> &[Checkpoint] {
+        &self.checkpoints
+    }
+
+    pub(crate) fn record_checkpoint(&mut self, step: u32, host: &mut impl VmHost) {
+        let record = Checkpoint {
+            step,
+            stats: self.stats(),
+        };
+        host.checkpoint(&record);
+        // Beyond MAX_CHECKPOINTS the host still sees every one; the VM keeps the first.
+        let _ = self.checkpoints.push(record);
+    }
+
+    /// A diagnostic for `reason` at the current RIP, with the instruction bytes.
+    pub(crate) fn failure(&mut self, reason: StopReason) -> Failure {
+        let rip = self.cpu.rip();
+        let mut bytes = [0u8; 15];
+        let len = crate::emulate::fetch_code(self, rip, &mut bytes).unwrap_or(0);
+        Failure {
+            reason,
+            rip,
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    // ----- register helpers -----
+
+    pub(crate) fn mode_64(&self) -> bool {
+        self.cpu.efer() & crate::cr::efer::LMA != 0
+            && self.cpu.segment(SegReg::Cs).access & access::L != 0
+    }
+
+    pub(crate) fn cs_long(&self) -> bool {
+        self.cpu.segment(SegReg::Cs).access & access::L != 0
+    }
+
+    /// The guest's CR0 with the live values of its guest-owned bits.
+    pub(crate) fn sync_guest_cr0(&mut self) {
+        self.guest.cr0 = self.cpu.guest_visible_cr0();
+    }
+
+    /// The live CR0.WP, read from the vCPU at most once per exit (the cost model of
+    /// MMU_REFERENCE.md section 4: one VMREAD of GUEST_CR0 per exit).
+    pub(crate) fn live_cr0_wp(&mut self) -> bool {
+        if let Some(wp) = self.live_wp {
+            return wp;
+        }
+        let wp = self.cpu.cr0() & cr0::WP != 0;
+        self.live_wp = Some(wp);
+        wp
+    }
+
+    /// `vcpu_flags` for requests that need the live vCPU state.
+    pub(crate) fn request_flags(&mut self, implicit: bool) -> u32 {
+        let mut f = 0;
+        if self.cpu.rflags() & rflags::AC != 0 {
+            f |= vcpu_flags::EFLAGS_AC;
+        }
+        if implicit {
+            f |= vcpu_flags::IMPLICIT;
+        }
+        if self.cfg.wp_guest_owned() {
+            f |= vcpu_flags::LIVE_CR0_WP_VALID;
+            if self.live_cr0_wp() {
+                f |= vcpu_flags::LIVE_CR0_WP;
+            }
+        }
+        f
+    }
+
+    /// Under TDP, MOV to CR3 does not exit, so the mmu-server's copy of CR3 (used only
+    /// by its software walks of the guest's tables) can be stale. Before a request
+    /// that walks them, tell it the live value (with NOFLUSH when PCIDs are on, so
+    /// this costs no TLB flush; without PCIDs the flush it asks for is harmless).
+    pub(crate) fn sync_mmu_cr3(&mut self) -> Result<(), StopReason> {
+        if self.cfg.mmu_mode != MmuMode::Tdp {
+            return Ok(());
+        }
+        let live = self.cpu.cr3();
+        if live == self.mmu_cr3 {
+            return Ok(());
+        }
+        let pcide = self.guest.cr4 & crate::cr::cr4::PCIDE != 0;
+        let value = if pcide {
+            live | crate::cr::CR3_NOFLUSH
+        } else {
+            live
+        };
+        let reply = self
+            .mmu
+            .call(&ipc::CrWrite {
+                value,
+                reg: ipc::CrRegister::Cr3 as u32,
+                reserved: 0,
+            })
+            .map_err(|e| StopReason::Mmu {
+                request: e.request,
+                error: e.error,
+            })?;
+        self.mmu_cr3 = live;
+        self.apply_root(reply.root_hpa, reply.root_level, reply.flush, None)
+    }
+
+    // ----- VMCS-like controls and the hardware view of the paging registers -----
+
+    /// Sets the execution controls of the MMU mode and the CR0.WP policy.
+    pub(crate) fn program_controls(&mut self) {
+        let shadow = self.cfg.mmu_mode == MmuMode::Shadow;
+        let c = &mut self.cpu.controls;
+        c.hlt_exiting = true;
+        c.unconditional_io_exiting = true;
+        c.io_bitmap = None;
+        c.enable_vpid = true;
+        c.vpid = VPID;
+        c.enable_invpcid = true;
+        c.enable_rdtscp = true;
+        c.enable_ept = !shadow;
+        c.unrestricted_guest = !shadow;
+        // Shadow paging: every guest CR3 access, INVLPG/INVPCID and #PF goes through
+        // the VMM (the CPU walks our tables, not the guest's).
+        c.cr3_load_exiting = shadow;
+        c.cr3_store_exiting = shadow;
+        c.invlpg_exiting = shadow;
+        c.exception_bitmap = if shadow { 1 << 14 } else { 0 };
+        c.pfec_mask = 0;
+        c.pfec_match = 0;
+        // CR0: TS is guest-owned (lazy FPU switching never matters to the MMU); WP is
+        // guest-owned only with TDP and the guest-owned policy (section 4). Every
+        // other CR0 bit and every CR4 bit is host-owned: the MMU must see it.
+        let mut owned = cr0::TS;
+        if self.cfg.wp_guest_owned() {
+            owned |= cr0::WP;
+        }
+        c.cr0_guest_host_mask = !owned;
+        c.cr4_guest_host_mask = !0;
+        for msr in crate::cpu_model::PASSTHROUGH_MSRS {
+            c.set_msr_exiting(msr, false, false);
+        }
+        c.set_msr_exiting(crate::cpu_model::MSR_EFER, false, true);
+        c.set_msr_exiting(crate::cpu_model::MSR_APIC_BASE, false, true);
+    }
+
+    /// Loads the hardware CR0/CR3/CR4/EFER, the read shadows and the EPTP from the
+    /// guest's view and the current root.
+    pub(crate) fn program_paging(&mut self) -> Result<(), StopReason> {
+        let tdp = self.cfg.mmu_mode == MmuMode::Tdp;
+        if tdp {
+            // Under TDP the guest loads CR3 without exiting: the vCPU holds the truth.
+            self.guest.cr3 = self.cpu.cr3();
+        }
+        let g = self.guest;
+        let hw = if tdp {
+            // Keep the live guest-owned bits (TS, maybe WP) of the real CR0.
+            let mut h = hw::tdp(&g);
+            let owned = !self.cpu.controls.cr0_guest_host_mask;
+            h.cr0 = (g.cr0 & !owned) | (self.cpu.cr0() & owned);
+            h
+        } else {
+            hw::shadow(&g, self.root.hpa, self.root.level)
+        };
+        self.cpu.controls.cr0_read_shadow = g.cr0;
+        self.cpu.controls.cr4_read_shadow = g.cr4;
+        if tdp {
+            self.cpu.controls.eptp = hw::eptp(self.root.hpa, self.root.level, false);
+        }
+        self.cpu
+            .set_control_registers(hw.cr0, hw.cr3, hw.cr4, hw.efer);
+        // PAE paging outside IA-32e mode uses the PDPTE registers, loaded when CR3 is
+        // loaded (SDM 4.4.1); our "load" is the register write above.
+        let pae_legacy = hw.cr0 & cr0::PG != 0
+            && hw.cr4 & crate::cr::cr4::PAE != 0
+            && hw.efer & crate::cr::efer::LMA == 0;
+        if pae_legacy {
+            let ctx = PagingContext {
+                cr0: hw.cr0,
+                cr3: hw.cr3,
+                cr4: hw.cr4,
+                efer: hw.efer,
+                pdptes: [0; 4],
+                cpl: self.cpu.cpl(),
+                rflags_ac: self.cpu.rflags() & rflags::AC != 0,
+                pkru: self.cpu.pkru(),
+                eptp: tdp.then_some(self.cpu.controls.eptp),
+                vpid: VPID,
+            };
+            match self.cpu.mmu().load_pdptes(self.ram.map(), &ctx) {
+                Ok(p) => self.cpu.set_pdptes(p),
+                Err(_) if tdp => {
+                    return Err(StopReason::Unsupported {
+                        what: "PAE paging with invalid PDPTEs",
+                    })
+                }
+                Err(_) => {
+                    return Err(StopReason::BadHostPhysical { hpa: hw.cr3 });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches to the root a reply names and performs the TLB flushes it asks for
+    /// (`flush` bits of ipc; the INVVPID / INVEPT a VMM does before VM entry).
+    /// `address` is the linear address of an INVLPG-like request.
+    pub(crate) fn apply_root(
+        &mut self,
+        root_hpa: u64,
+        root_level: u32,
+        flush_bits: u32,
+        address: Option<u64>,
+    ) -> Result<(), StopReason> {
+        if root_hpa != 0 {
+            self.root = Root {
+                hpa: root_hpa,
+                level: root_level,
+            };
+        }
+        if self.root.hpa == 0 {
+            return Err(StopReason::Mmu {
+                request: ipc::Label::SetGuestRegs,
+                error: ipc::Error::InvalidState,
+            });
+        }
+        self.program_paging()?;
+        let tdp = self.cfg.mmu_mode == MmuMode::Tdp;
+        if flush_bits & flush::GUEST != 0 {
+            // All linear and combined mappings of this VPID, every PCID and globals.
+            let _ = self.cpu.invvpid(1, VPID, 0);
+        }
+        if flush_bits & flush::CURRENT != 0 {
+            if tdp {
+                let eptp = self.cpu.controls.eptp;
+                let _ = self.cpu.invept(1, eptp);
+            } else {
+                let _ = self.cpu.invvpid(1, VPID, 0);
+            }
+        }
+        if flush_bits & flush::ADDRESS != 0 {
+            if let Some(a) = address {
+                let _ = self.cpu.invvpid(0, VPID, a);
+            }
+        }
+        Ok(())
+    }
+
+    // ----- event injection (SDM 24.8.3) -----
+
+    pub(crate) fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.cpu.controls.injection = EventInjection {
+            info: interruption::info(vector, event_type::HARDWARE_EXCEPTION, error_code.is_some()),
+            error_code: error_code.unwrap_or(0),
+            instruction_len: 0,
+        };
+    }
+
+    pub(crate) fn inject_gp0(&mut self) {
+        self.inject_exception(13, Some(0));
+    }
+
+    pub(crate) fn inject_ud(&mut self) {
+        self.inject_exception(6, None);
+    }
+
+    /// Re-injects the event whose delivery the exit interrupted (IDT-vectoring
+    /// information), so that resolving a fault during delivery does not lose it.
+    pub(crate) fn reinject(&mut self, exit: &vcpu::exit::VmExit) {
+        if exit.idt_vectoring_info & interruption::VALID != 0 {
+            self.cpu.controls.injection = EventInjection {
+                info: exit.idt_vectoring_info & !(1 << 12),
+                error_code: exit.idt_vectoring_error_code,
+                instruction_len: exit.instruction_len,
+            };
+        }
+    }
+
+    /// Delivers a #PF at `cr2`, or the double fault / triple fault that the SDM's
+    /// exception classes (SDM 6.15, Table 6-5) demand if the exit interrupted the
+    /// delivery of another exception.
+    pub(crate) fn inject_page_fault(
+        &mut self,
+        exit: &vcpu::exit::VmExit,
+        cr2: u64,
+        error_code: u32,
+    ) -> Result<(), StopReason> {
+        let vectoring = exit.idt_vectoring_info;
+        if vectoring & interruption::VALID != 0
+            && (vectoring >> interruption::TYPE_SHIFT) & 7 == event_type::HARDWARE_EXCEPTION
+        {
+            let first = (vectoring & interruption::VECTOR_MASK) as u8;
+            match first {
+                8 => return Err(StopReason::TripleFault),
+                // #PF or a contributory exception, then #PF: double fault.
+                0 | 10 | 11 | 12 | 13 | 14 => {
+                    self.inject_exception(8, Some(0));
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        self.cpu.set_cr2(cr2);
+        self.inject_exception(14, Some(error_code));
+        Ok(())
+    }
+}
