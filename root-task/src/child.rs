@@ -12,11 +12,17 @@ struct Stack([u8; STACK_SIZE]);
 
 static mut STACK: Stack = Stack([0; STACK_SIZE]);
 
+/// The addresses of the child's stack.
+pub fn stack_range() -> core::ops::Range<u64> {
+    let base = core::ptr::addr_of!(STACK) as u64;
+    base..base + STACK_SIZE as u64
+}
+
 /// Sets the child's registers and resumes it: rip = `child_main`, rdi/rsi/rdx its
 /// arguments (the SysV ABI), rsp at the top of its stack less the 8 bytes a `call`
 /// would have pushed, so the stack is aligned as at any function entry.
 pub fn start(tcb: Cap<Tcb>, ep: Cap<Endpoint>, ntfn: Cap<Notification>) -> sel4::Result<()> {
-    let stack_top = core::ptr::addr_of!(STACK) as u64 + STACK_SIZE as u64;
+    let stack_top = stack_range().end;
     let regs = UserContext {
         rip: child_main as *const () as u64,
         rsp: stack_top - 8,

@@ -8,13 +8,14 @@
 #![no_main]
 
 mod child;
+mod com1;
 mod exit;
 mod mapping;
 mod slots;
 
 use log::{error, info};
 use sel4::cap_type::{
-    Endpoint, Granule, IoPort, Notification, PageDirectory, PageTable, Pdpt, Tcb, Untyped,
+    Endpoint, Granule, IoPort, Notification, PageDirectory, PageTable, Pdpt, Tcb, Untyped, VSpace,
 };
 use sel4::{init_thread, Cap, CapRights, Error, MessageInfo, ObjectBlueprint, PrioProps};
 use sel4_root_task::BootInfo;
@@ -191,6 +192,11 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
         frame,
     )
     .step("TCB_Configure")?;
+    tcb.tcb_set_priority(200).step("TCB_SetPriority")?;
+    tcb.tcb_set_space(0, init_thread::CNODE, 0, init_thread::VSPACE, 0)
+        .step("TCB_SetSpace")?;
+    tcb.tcb_set_ipc_buffer(CHILD_IPC_BUFFER, frame)
+        .step("TCB_SetIPCBuffer")?;
     child::start(tcb, child_ep, child_ntfn).step("start the child")?;
     info!("child thread started");
 
@@ -221,7 +227,19 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
         return Err(Failure("the child's signal", Error::InvalidArgument));
     }
     let regs = tcb.tcb_read_registers(true).step("TCB_ReadRegisters")?;
-    info!("child stopped at rip {:#x}", regs.rip);
+    // The child is stopped inside a syscall, where the kernel keeps no user rsp (it
+    // returns with rsp = 0); our syscall wrappers hold the stack pointer in r12.
+    let stack = child::stack_range();
+    info!(
+        "child stopped at rip {:#x} with its stack pointer {:#x} (r12) in its stack {:#x}..{:#x}",
+        regs.rip, regs.r12, stack.start, stack.end
+    );
+    if !stack.contains(&regs.r12) {
+        return Err(Failure(
+            "the child ran on its own stack",
+            Error::InvalidArgument,
+        ));
+    }
 
     // Revoking the endpoint deletes the badged copy we gave the child.
     init_thread::slot(ep.bits()).revoke().step("CNode_Revoke")?;
@@ -231,6 +249,26 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
         Error::FailedLookup,
         "move the revoked badged endpoint",
     )?;
+
+    // A second VSpace gets an ASID from the root task's pool.
+    let vspace: Cap<VSpace> = slots
+        .retype(ut, ObjectBlueprint::VSpace)
+        .step("retype a PML4")?;
+    init_thread::ASID_POOL
+        .asid_pool_assign(vspace)
+        .step("X86_ASIDPool_Assign")?;
+    info!("new VSpace {vspace:?} assigned an ASID");
+
+    // A driver's view of COM1: its eight ports only.
+    let com1: Cap<IoPort> = Cap::from_bits(slots.alloc());
+    init_thread::slot(com1.bits())
+        .mint(
+            &init_thread::slot(init_thread::IO_PORT.bits()),
+            CapRights::ALL,
+            sel4_sys::cap_data::io_port_range(com1::BASE, com1::BASE + 7),
+        )
+        .step("mint the COM1 port cap")?;
+    com1::write(com1, "root: hello through the COM1 I/O-port cap\r\n").step("write COM1")?;
 
     // The I/O ports: narrow the global I/O-port cap to the isa-debug-exit ports.
     let exit_port: Cap<IoPort> = Cap::from_bits(slots.alloc());

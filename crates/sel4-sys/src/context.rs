@@ -32,6 +32,32 @@ impl UserContext {
     /// Number of words, the `count` of a full register write.
     pub const WORDS: usize = core::mem::size_of::<UserContext>() / 8;
 
+    /// The context from words in the kernel's order (missing trailing words are 0).
+    pub fn from_words(w: &[Word]) -> UserContext {
+        let g = |i: usize| w.get(i).copied().unwrap_or(0);
+        UserContext {
+            rip: g(0),
+            rsp: g(1),
+            rflags: g(2),
+            rax: g(3),
+            rbx: g(4),
+            rcx: g(5),
+            rdx: g(6),
+            rsi: g(7),
+            rdi: g(8),
+            rbp: g(9),
+            r8: g(10),
+            r9: g(11),
+            r10: g(12),
+            r11: g(13),
+            r12: g(14),
+            r13: g(15),
+            r14: g(16),
+            r15: g(17),
+            tls_base: g(18),
+        }
+    }
+
     /// The context as words in the kernel's order.
     pub fn to_words(&self) -> [Word; UserContext::WORDS] {
         [
@@ -74,5 +100,11 @@ mod tests {
         };
         let w = c.to_words();
         assert_eq!((w[0], w[1], w[8], w[18]), (1, 2, 9, 19));
+        assert_eq!(UserContext::from_words(&w), c);
+        assert_eq!(
+            UserContext::from_words(&w[..2]).rdi,
+            0,
+            "missing words are zero"
+        );
     }
 }

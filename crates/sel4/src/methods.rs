@@ -98,17 +98,22 @@ impl Cap<Tcb> {
         )
         .map(drop)
     }
-    /// `seL4_TCB_ReadRegisters`: the thread's rip, rsp, rflags and rax (the part of the
-    /// context that comes back in registers), suspending it first if `suspend`.
+    /// `seL4_TCB_ReadRegisters`: the thread's whole register context, suspending it
+    /// first if `suspend`. The first four words come back in registers, the rest in
+    /// this thread's IPC buffer.
     pub fn tcb_read_registers(self, suspend: bool) -> Result<UserContext> {
-        let m = invoke(self.bits(), &encode::tcb_read_registers(suspend, 4))?;
-        Ok(UserContext {
-            rip: m[0],
-            rsp: m[1],
-            rflags: m[2],
-            rax: m[3],
-            ..Default::default()
-        })
+        let fast = invoke(
+            self.bits(),
+            &encode::tcb_read_registers(suspend, UserContext::WORDS),
+        )?;
+        let mut words = [0; UserContext::WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = match fast.get(i) {
+                Some(v) => *v,
+                None => sel4_sys::ipc_buffer::get_mr(i).unwrap_or(0),
+            };
+        }
+        Ok(UserContext::from_words(&words))
     }
     /// `seL4_TCB_Resume`.
     pub fn tcb_resume(self) -> Result<()> {
