@@ -10,6 +10,7 @@
 mod child;
 mod com1;
 mod exit;
+mod irq;
 mod mapping;
 mod slots;
 
@@ -28,6 +29,8 @@ const LABEL_REPORT: u64 = 2;
 const CHILD_BADGE: u64 = 0x61;
 /// The notification badge the child signals with at the end.
 const DONE_BADGE: u64 = 0b100;
+/// The badge COM1's interrupt signals with.
+const IRQ_BADGE: u64 = 0x10;
 /// Where the child's IPC buffer is mapped: PML4 slot 1, so the PDPT, page directory
 /// and page table under it all have to be created.
 const CHILD_IPC_BUFFER: u64 = 0x80_0000_0000;
@@ -120,22 +123,22 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
     )?;
 
     // CNode operations: copy, move, mint a badge, delete, revoke.
-    let copy = slots.alloc();
+    let copy = slots.alloc().step("allocate a slot")?;
     init_thread::slot(copy)
         .copy(&init_thread::slot(ep.bits()), CapRights::ALL)
         .step("CNode_Copy")?;
-    let moved = slots.alloc();
+    let moved = slots.alloc().step("allocate a slot")?;
     init_thread::slot(moved)
         .move_(&init_thread::slot(copy))
         .step("CNode_Move")?;
     init_thread::slot(moved).delete().step("CNode_Delete")?;
-    let child_ep: Cap<Endpoint> = Cap::from_bits(slots.alloc());
+    let child_ep: Cap<Endpoint> = Cap::from_bits(slots.alloc().step("allocate a slot")?);
     let badge =
         sel4_sys::cap_data::badge(CHILD_BADGE).ok_or(Failure("badge", Error::InvalidArgument))?;
     init_thread::slot(child_ep.bits())
         .mint(&init_thread::slot(ep.bits()), CapRights::ALL, badge)
         .step("CNode_Mint badge")?;
-    let child_ntfn: Cap<Notification> = Cap::from_bits(slots.alloc());
+    let child_ntfn: Cap<Notification> = Cap::from_bits(slots.alloc().step("allocate a slot")?);
     init_thread::slot(child_ntfn.bits())
         .mint(
             &init_thread::slot(ntfn.bits()),
@@ -243,7 +246,7 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
 
     // Revoking the endpoint deletes the badged copy we gave the child.
     init_thread::slot(ep.bits()).revoke().step("CNode_Revoke")?;
-    let probe = slots.alloc();
+    let probe = slots.alloc().step("allocate a slot")?;
     expect_err(
         init_thread::slot(probe).move_(&init_thread::slot(child_ep.bits())),
         Error::FailedLookup,
@@ -260,7 +263,7 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
     info!("new VSpace {vspace:?} assigned an ASID");
 
     // A driver's view of COM1: its eight ports only.
-    let com1: Cap<IoPort> = Cap::from_bits(slots.alloc());
+    let com1: Cap<IoPort> = Cap::from_bits(slots.alloc().step("allocate a slot")?);
     init_thread::slot(com1.bits())
         .mint(
             &init_thread::slot(init_thread::IO_PORT.bits()),
@@ -270,8 +273,30 @@ fn run(bi: &'static BootInfo) -> Result<(), Failure> {
         .step("mint the COM1 port cap")?;
     com1::write(com1, "root: hello through the COM1 I/O-port cap\r\n").step("write COM1")?;
 
+    // COM1's interrupt, delivered to a notification.
+    let irq_ntfn: Cap<Notification> = slots
+        .retype(ut, ObjectBlueprint::Notification)
+        .step("retype the IRQ notification")?;
+    // The IRQ signals with the badge of the cap it is bound to: a badge of 0 would
+    // leave the word 0, indistinguishable from no signal.
+    let irq_badged: Cap<Notification> = Cap::from_bits(slots.alloc().step("allocate a slot")?);
+    init_thread::slot(irq_badged.bits())
+        .mint(
+            &init_thread::slot(irq_ntfn.bits()),
+            CapRights::ALL,
+            IRQ_BADGE,
+        )
+        .step("mint the IRQ notification badge")?;
+    let handler_slot = init_thread::slot(slots.alloc().step("allocate a slot")?);
+    match irq::com1_round_trip(handler_slot, com1, irq_badged).step("COM1 IRQ")? {
+        Some(word) => sel4::debug_println!(
+            "root: COM1 interrupt delivered to its notification (word {word:#x})"
+        ),
+        None => return Err(Failure("COM1 interrupt never arrived", Error::Unknown(0))),
+    }
+
     // The I/O ports: narrow the global I/O-port cap to the isa-debug-exit ports.
-    let exit_port: Cap<IoPort> = Cap::from_bits(slots.alloc());
+    let exit_port: Cap<IoPort> = Cap::from_bits(slots.alloc().step("allocate a slot")?);
     init_thread::slot(exit_port.bits())
         .mint(
             &init_thread::slot(init_thread::IO_PORT.bits()),

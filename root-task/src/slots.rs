@@ -18,12 +18,13 @@ impl Slots {
         }
     }
 
-    /// The next free slot. The root CNode has 2^16 slots and this task uses a handful,
-    /// so running out is a bug: it panics (and the panic hook fails the QEMU run).
-    pub fn alloc(&mut self) -> u64 {
-        assert!(self.next < self.end, "the root CNode is full");
+    /// The next free slot; `RangeError` once the boot info's empty range is used up.
+    pub fn alloc(&mut self) -> sel4::Result<u64> {
+        if self.next >= self.end {
+            return Err(sel4::Error::RangeError);
+        }
         self.next += 1;
-        self.next - 1
+        Ok(self.next - 1)
     }
 
     /// Retypes one object of `blueprint` from `ut` into the next free slot.
@@ -32,7 +33,7 @@ impl Slots {
         ut: Cap<Untyped>,
         blueprint: ObjectBlueprint,
     ) -> sel4::Result<Cap<T>> {
-        let slot = self.alloc();
+        let slot = self.alloc()?;
         // The destination CNode is the root CNode itself, named from the root CNode.
         let root = init_thread::slot(init_thread::CNODE.bits());
         ut.untyped_retype(blueprint, &root, slot as usize, 1)?;
