@@ -18,7 +18,13 @@
 //! `kernel/locate-sources.sh`) or else through cargo, from the `sel4-sys` 0.0.28 crate
 //! pinned in `kernel/fetch/Cargo.lock`, the same way the kernel build finds them.
 
-use std::collections::BTreeMap;
+#[path = "build/c_headers.rs"]
+mod c_headers;
+#[path = "build/config.rs"]
+mod config;
+#[path = "build/xml.rs"]
+mod xml;
+
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
@@ -27,7 +33,7 @@ use std::process::Command;
 
 /// Defines the kernel build adds on top of autoconf.h (kernel/build.sh: `DEBUG=1` makes
 /// the Makefile define CONFIG_DEBUG_BUILD, and we pass CONFIG_PRINTING).
-const BUILD_DEFINES: &[&str] = &["CONFIG_DEBUG_BUILD", "CONFIG_PRINTING"];
+pub(crate) const BUILD_DEFINES: &[&str] = &["CONFIG_DEBUG_BUILD", "CONFIG_PRINTING"];
 
 fn main() {
     let manifest_dir =
@@ -39,6 +45,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=SEL4_SOURCE_DIR");
     println!("cargo:rerun-if-env-changed=SEL4_KERNEL_CONFIG");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build");
 
     let src = kernel_sources(repo);
     let config_name = env::var("SEL4_KERNEL_CONFIG").unwrap_or_else(|_| "qemu-tcg".into());
@@ -46,7 +53,7 @@ fn main() {
         .join("kernel/config")
         .join(&config_name)
         .join("autoconf.h");
-    let config = Config::load(&autoconf);
+    let config = config::Config::load(&autoconf);
 
     let libsel4 = src.join("libsel4");
     let label_files = [
@@ -128,9 +135,9 @@ fn main() {
     )
     .unwrap();
 
-    gen_invocation_labels(&mut out, &label_files, &config);
-    gen_syscalls(&mut out, &syscall_file, &config);
-    gen_c_enum(
+    xml::gen_invocation_labels(&mut out, &label_files, &config);
+    xml::gen_syscalls(&mut out, &syscall_file, &config);
+    c_headers::gen_c_enum(
         &mut out,
         &objtype_files,
         &config,
@@ -145,7 +152,7 @@ fn main() {
             Some(n.strip_suffix("Object").unwrap_or(n).to_string())
         },
     );
-    gen_c_enum(
+    c_headers::gen_c_enum(
         &mut out,
         &[errors_file],
         &config,
@@ -158,7 +165,7 @@ fn main() {
             n.strip_prefix("seL4_").map(str::to_string)
         },
     );
-    gen_c_enum(
+    c_headers::gen_c_enum(
         &mut out,
         &[bootinfo_types],
         &config,
@@ -171,7 +178,7 @@ fn main() {
             n.strip_prefix("seL4_").map(str::to_string)
         },
     );
-    gen_constants(&mut out, &api_constants, &arch_constants);
+    c_headers::gen_constants(&mut out, &api_constants, &arch_constants);
 
     // Tests re-read the interface files to cross-check what was generated.
     println!("cargo:rustc-env=SEL4_LIBSEL4_DIR={}", libsel4.display());
@@ -180,7 +187,7 @@ fn main() {
     fs::write(&dest, out).unwrap_or_else(|e| panic!("writing {}: {e}", dest.display()));
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
@@ -233,466 +240,4 @@ fn kernel_sources(repo: &Path) -> PathBuf {
         .parent()
         .expect("a manifest path has a parent")
         .join("seL4")
-}
-
-/// The preprocessor view of the kernel configuration: autoconf.h plus the build defines.
-struct Config {
-    defines: BTreeMap<String, String>,
-}
-
-impl Config {
-    fn load(autoconf: &Path) -> Config {
-        println!("cargo:rerun-if-changed={}", autoconf.display());
-        let mut defines = BTreeMap::new();
-        for line in read(autoconf).lines() {
-            let mut words = line.split_whitespace();
-            if words.next() == Some("#define") {
-                if let Some(name) = words.next() {
-                    defines.insert(name.to_string(), words.collect::<Vec<_>>().join(" "));
-                }
-            }
-        }
-        for d in BUILD_DEFINES {
-            defines.insert(d.to_string(), "1".into());
-        }
-        Config { defines }
-    }
-
-    fn number(&self, name: &str) -> i64 {
-        let v = self
-            .defines
-            .get(name)
-            .unwrap_or_else(|| panic!("the kernel configuration does not define {name}"));
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name} = {v} is not a number"))
-    }
-
-    /// Evaluates the conditions the interface files use: `defined(X)`, `defined X`,
-    /// `X > N`, `X == N`, `!c`, `a && b`, `a || b`, and an empty condition (true).
-    fn eval(&self, cond: &str) -> bool {
-        let tokens = tokenize(cond);
-        if tokens.is_empty() {
-            return true;
-        }
-        let mut p = CondParser {
-            tokens: &tokens,
-            pos: 0,
-            config: self,
-        };
-        let v = p.or();
-        assert!(
-            p.pos == tokens.len(),
-            "cannot evaluate the condition {cond:?}"
-        );
-        v
-    }
-}
-
-fn tokenize(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-        } else if c.is_alphanumeric() || c == '_' {
-            let mut w = String::new();
-            while let Some(&c) = chars.peek().filter(|c| c.is_alphanumeric() || **c == '_') {
-                w.push(c);
-                chars.next();
-            }
-            out.push(w);
-        } else {
-            chars.next();
-            let two = chars.peek().map(|n| format!("{c}{n}"));
-            match two.as_deref() {
-                Some("&&" | "||" | "==" | "!=" | ">=" | "<=") => {
-                    out.push(two.unwrap_or_default());
-                    chars.next();
-                }
-                _ => out.push(c.to_string()),
-            }
-        }
-    }
-    out
-}
-
-struct CondParser<'a> {
-    tokens: &'a [String],
-    pos: usize,
-    config: &'a Config,
-}
-
-impl<'a> CondParser<'a> {
-    fn peek(&self) -> Option<&str> {
-        self.tokens.get(self.pos).map(String::as_str)
-    }
-    fn next(&mut self) -> &'a str {
-        let tokens = self.tokens;
-        let t = tokens
-            .get(self.pos)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("condition ends early: {tokens:?}"));
-        self.pos += 1;
-        t
-    }
-    fn expect(&mut self, token: &str) {
-        let tokens = self.tokens;
-        assert_eq!(self.next(), token, "unbalanced condition {tokens:?}");
-    }
-    fn or(&mut self) -> bool {
-        let mut v = self.and();
-        while self.peek() == Some("||") {
-            self.pos += 1;
-            v |= self.and();
-        }
-        v
-    }
-    fn and(&mut self) -> bool {
-        let mut v = self.unary();
-        while self.peek() == Some("&&") {
-            self.pos += 1;
-            v &= self.unary();
-        }
-        v
-    }
-    fn unary(&mut self) -> bool {
-        match self.peek() {
-            Some("!") => {
-                self.pos += 1;
-                !self.unary()
-            }
-            Some("(") => {
-                self.pos += 1;
-                let v = self.or();
-                self.expect(")");
-                v
-            }
-            Some("defined") => {
-                self.pos += 1;
-                let paren = self.peek() == Some("(");
-                if paren {
-                    self.pos += 1;
-                }
-                let name = self.next().to_string();
-                if paren {
-                    self.expect(")");
-                }
-                self.config.defines.contains_key(&name)
-            }
-            _ => {
-                let lhs = self.value();
-                let op = match self.peek() {
-                    Some(op @ (">" | "<" | ">=" | "<=" | "==" | "!=")) => op.to_string(),
-                    _ => return lhs != 0,
-                };
-                self.pos += 1;
-                let rhs = self.value();
-                match op.as_str() {
-                    ">" => lhs > rhs,
-                    "<" => lhs < rhs,
-                    ">=" => lhs >= rhs,
-                    "<=" => lhs <= rhs,
-                    "==" => lhs == rhs,
-                    _ => lhs != rhs,
-                }
-            }
-        }
-    }
-    /// A number, or a macro's numeric value (0 when undefined, as in the preprocessor).
-    fn value(&mut self) -> i64 {
-        let t = self.next().to_string();
-        if let Ok(n) = t.parse() {
-            return n;
-        }
-        match self.config.defines.get(&t) {
-            None => 0,
-            Some(v) => v
-                .parse()
-                .unwrap_or_else(|_| panic!("{t} = {v} is not a number in a condition")),
-        }
-    }
-}
-
-/// Invocation labels, numbered as invocation_header_gen.py numbers them: the generic
-/// methods from 1 (0 is InvalidInvocation), then the x86_64 ones, then the x86 ones,
-/// skipping methods whose `condition` is false in our configuration.
-fn gen_invocation_labels(out: &mut String, files: &[PathBuf], config: &Config) {
-    let mut labels: Vec<(String, String)> =
-        vec![("InvalidInvocation".into(), "(not a method)".into())];
-    let mut all_methods = Vec::new();
-    for f in files {
-        let text = read(f);
-        let doc = roxmltree::Document::parse(&text)
-            .unwrap_or_else(|e| panic!("parsing {}: {e}", f.display()));
-        for iface in doc.descendants().filter(|n| n.has_tag_name("interface")) {
-            let iface_name = iface.attribute("name").unwrap_or("?");
-            for m in iface.children().filter(|n| n.has_tag_name("method")) {
-                let id = m
-                    .attribute("id")
-                    .unwrap_or_else(|| panic!("a method without id in {}", f.display()));
-                let included = config.eval(m.attribute("condition").unwrap_or(""));
-                all_methods.push((id.to_string(), included));
-                if included {
-                    let name = m.attribute("name").unwrap_or(id);
-                    labels.push((id.to_string(), format!("{iface_name}_{name}")));
-                }
-            }
-        }
-    }
-    writeln!(
-        out,
-        "/// seL4 invocation labels (the message label of a kernel object invocation)."
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "#[derive(Clone, Copy, Debug, PartialEq, Eq)]\n#[repr(u64)]\npub enum InvocationLabel {{"
-    )
-    .unwrap();
-    for (i, (id, what)) in labels.iter().enumerate() {
-        writeln!(out, "    /// `{what}`\n    {id} = {i},").unwrap();
-    }
-    writeln!(out, "}}\n").unwrap();
-    writeln!(
-        out,
-        "/// Every label with its number, in order (for tests and diagnostics)."
-    )
-    .unwrap();
-    writeln!(out, "pub const INVOCATION_LABELS: &[(&str, u64)] = &[").unwrap();
-    for (i, (id, _)) in labels.iter().enumerate() {
-        writeln!(out, "    ({id:?}, {i}),").unwrap();
-    }
-    writeln!(out, "];\n").unwrap();
-    writeln!(
-        out,
-        "/// Every method id of the three interface files in file order, and whether our"
-    )
-    .unwrap();
-    writeln!(out, "/// configuration includes it.").unwrap();
-    writeln!(out, "pub const INTERFACE_METHODS: &[(&str, bool)] = &[").unwrap();
-    for (id, inc) in &all_methods {
-        writeln!(out, "    ({id:?}, {inc}),").unwrap();
-    }
-    writeln!(out, "];\n").unwrap();
-}
-
-/// Syscall numbers, as syscall_header_gen.py numbers them: -1 downwards over the API
-/// syscalls and then the debug syscalls whose config condition holds.
-fn gen_syscalls(out: &mut String, file: &Path, config: &Config) {
-    let text = read(file);
-    let doc = roxmltree::Document::parse(&text)
-        .unwrap_or_else(|e| panic!("parsing {}: {e}", file.display()));
-    let mut n = -1i64;
-    writeln!(out, "/// seL4 system call numbers (passed in rdx).").unwrap();
-    writeln!(
-        out,
-        "#[derive(Clone, Copy, Debug, PartialEq, Eq)]\n#[repr(i64)]\npub enum Syscall {{"
-    )
-    .unwrap();
-    for section in ["api", "debug"] {
-        for sect in doc.descendants().filter(|n| n.has_tag_name(section)) {
-            for cfg in sect.children().filter(|n| n.has_tag_name("config")) {
-                if !config.eval(cfg.attribute("condition").unwrap_or("")) {
-                    continue;
-                }
-                for sc in cfg.children().filter(|n| n.has_tag_name("syscall")) {
-                    let name = sc.attribute("name").expect("a syscall has a name");
-                    writeln!(out, "    /// `seL4_Sys{name}`\n    {name} = {n},").unwrap();
-                    n -= 1;
-                }
-            }
-        }
-    }
-    writeln!(out, "}}\n").unwrap();
-}
-
-/// A C enum spread over several headers (each continuing the previous one), with
-/// `#ifdef`/`#ifndef`/`#if`/`#endif` evaluated; `rename` maps a C name to the Rust
-/// variant (None: skip the name but still count it).
-fn gen_c_enum(
-    out: &mut String,
-    files: &[PathBuf],
-    config: &Config,
-    name: &str,
-    what: &str,
-    rename: impl Fn(&str) -> Option<String>,
-) {
-    let mut values: BTreeMap<String, i64> = BTreeMap::new();
-    let mut variants: Vec<(String, String, i64)> = Vec::new();
-    for f in files {
-        let text = read(f);
-        let mut in_enum = false;
-        let mut next = 0i64;
-        let mut stack: Vec<bool> = Vec::new();
-        let mut in_comment = false;
-        for raw in text.lines() {
-            let line = strip_comments(raw, &mut in_comment);
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("#ifdef") {
-                stack.push(config.defines.contains_key(rest.trim()));
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("#ifndef") {
-                stack.push(!config.defines.contains_key(rest.trim()));
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("#if") {
-                stack.push(config.eval(rest));
-                continue;
-            }
-            if line.starts_with("#else") {
-                if let Some(top) = stack.last_mut() {
-                    *top = !*top;
-                }
-                continue;
-            }
-            if line.starts_with("#endif") {
-                stack.pop();
-                continue;
-            }
-            if stack.iter().any(|active| !active) {
-                continue;
-            }
-            if line.starts_with("typedef enum") || line == "enum {" {
-                in_enum = true;
-                next = 0;
-                continue;
-            }
-            if !in_enum {
-                continue;
-            }
-            if line.starts_with('}') {
-                in_enum = false;
-                continue;
-            }
-            let item = line.trim_end_matches(',').trim();
-            if item.is_empty() || item.starts_with('#') || item.starts_with("SEL4_FORCE_LONG_ENUM")
-            {
-                continue;
-            }
-            let (cname, value) = match item.split_once('=') {
-                Some((n, v)) => {
-                    let v = v.trim();
-                    let value = v
-                        .parse()
-                        .ok()
-                        .or_else(|| values.get(v).copied())
-                        .unwrap_or_else(|| panic!("unknown value {v} in {}", f.display()));
-                    (n.trim().to_string(), value)
-                }
-                None => (item.to_string(), next),
-            };
-            values.insert(cname.clone(), value);
-            next = value + 1;
-            if let Some(rust) = rename(&cname) {
-                variants.push((rust, cname, value));
-            }
-        }
-    }
-    writeln!(out, "/// seL4 {what}.").unwrap();
-    writeln!(out, "#[allow(non_camel_case_types)]\n#[derive(Clone, Copy, Debug, PartialEq, Eq)]\n#[repr(u64)]\npub enum {name} {{").unwrap();
-    for (rust, cname, value) in &variants {
-        writeln!(out, "    /// `{cname}`\n    {rust} = {value},").unwrap();
-    }
-    writeln!(out, "}}\n").unwrap();
-}
-
-/// `line` without C comments; `in_comment` carries an open `/* ... */` across lines.
-fn strip_comments(line: &str, in_comment: &mut bool) -> String {
-    let mut out = String::new();
-    let mut rest = line;
-    loop {
-        if *in_comment {
-            match rest.find("*/") {
-                Some(end) => {
-                    rest = &rest[end + 2..];
-                    *in_comment = false;
-                }
-                None => return out,
-            }
-        } else {
-            match (rest.find("/*"), rest.find("//")) {
-                (_, Some(l)) if rest.find("/*").is_none_or(|b| l < b) => {
-                    out.push_str(&rest[..l]);
-                    return out;
-                }
-                (Some(b), _) => {
-                    out.push_str(&rest[..b]);
-                    rest = &rest[b + 2..];
-                    *in_comment = true;
-                }
-                _ => {
-                    out.push_str(rest);
-                    return out;
-                }
-            }
-        }
-    }
-}
-
-/// `seL4_*Bits` object sizes of x86_64 and the message limits.
-fn gen_constants(out: &mut String, api_constants: &Path, arch_constants: &Path) {
-    for line in read(arch_constants).lines() {
-        let mut w = line.split_whitespace();
-        if w.next() != Some("#define") {
-            continue;
-        }
-        let (Some(cname), Some(value)) = (w.next(), w.next()) else {
-            continue;
-        };
-        let Some(stem) = cname.strip_prefix("seL4_").filter(|n| n.ends_with("Bits")) else {
-            continue;
-        };
-        if value.parse::<u64>().is_ok() {
-            writeln!(
-                out,
-                "/// `{cname}`\npub const {}: usize = {value};",
-                screaming(stem)
-            )
-            .unwrap();
-        }
-    }
-    let text = read(api_constants);
-    for cname in [
-        "seL4_MsgMaxLength",
-        "seL4_MsgLengthBits",
-        "seL4_MsgExtraCapBits",
-    ] {
-        let value = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix(cname))
-            .find_map(|rest| {
-                rest.trim()
-                    .strip_prefix('=')
-                    .map(|v| v.trim().trim_end_matches(',').trim().to_string())
-            })
-            .unwrap_or_else(|| panic!("{cname} not found in {}", api_constants.display()));
-        writeln!(
-            out,
-            "/// `{cname}`\npub const {}: usize = {value};",
-            screaming(cname.strip_prefix("seL4_").unwrap_or(cname))
-        )
-        .unwrap();
-    }
-}
-
-/// `PageDirBits` -> `PAGE_DIR_BITS`, `TCBBits` -> `TCB_BITS`, `X86_VCPUBits` -> `X86_VCPU_BITS`.
-fn screaming(camel: &str) -> String {
-    let c: Vec<char> = camel.chars().collect();
-    let mut s = String::new();
-    for (i, &ch) in c.iter().enumerate() {
-        if i > 0 && ch.is_uppercase() {
-            let prev = c[i - 1];
-            let next_lower = c.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if prev != '_'
-                && (prev.is_lowercase()
-                    || prev.is_ascii_digit()
-                    || (prev.is_uppercase() && next_lower))
-            {
-                s.push('_');
-            }
-        }
-        s.push(ch.to_ascii_uppercase());
-    }
-    s
 }
