@@ -10,7 +10,11 @@ command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
-python3 -c 'import venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The kernel build's virtualenv needs pip inside it. Debian ships the `venv` module with
+# Python itself but `ensurepip` (which venv uses to install pip) only in python3-venv,
+# so `import venv` alone would pass on a machine where `python3 -m venv` fails.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install-deps: installing Debian packages: ${need_apt[*]}"
