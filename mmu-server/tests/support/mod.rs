@@ -42,6 +42,8 @@ pub struct Machine {
     pub ram: Vec<u64>,
     pub pool: Vec<u64>,
     pub server: RefCell<MmuServer>,
+    /// The same map the server has (it only holds addresses).
+    map: PhysMap,
 }
 
 impl Machine {
@@ -68,6 +70,7 @@ impl Machine {
             )
             .unwrap();
         }
+        let map = phys.clone();
         let server = MmuServer::new(ServerConfig {
             phys,
             pool_base: POOL_HPA,
@@ -78,6 +81,7 @@ impl Machine {
             ram,
             pool,
             server: RefCell::new(server),
+            map,
         })
     }
 
@@ -98,8 +102,8 @@ impl Machine {
         self.call(badge, &GetStats {}).unwrap()
     }
 
-    pub fn phys(&self) -> PhysMap {
-        self.server.borrow().phys().clone()
+    pub fn phys(&self) -> &PhysMap {
+        &self.map
     }
 
     /// Creates a VM with one RAM slot covering all guest RAM at gpa 0.
