@@ -1,4 +1,4 @@
-//! The TLB: a fixed-size, direct-mapped array of cached translations (SDM Vol. 3A
+//! The TLB: a fixed-size, 4-way set-associative array of cached translations (SDM Vol. 3A
 //! 4.10.2, Vol. 3C 28.4). Each entry maps one 4K linear page (a larger guest page is
 //! cached as 4K fragments, as SDM 4.10.2.3 allows) and remembers the guest page size so
 //! that INVLPG of any address in a large page removes every fragment.
@@ -17,8 +17,13 @@
 
 use super::rights::Rights;
 
-/// Number of TLB entries (a power of two).
-pub const TLB_ENTRIES: usize = 512;
+/// Ways per set: the same page cached for a few PCIDs/VPIDs/EPTPs at once (a guest
+/// switching address spaces with NOFLUSH) does not evict itself.
+pub const TLB_WAYS: usize = 4;
+/// Number of sets (a power of two), indexed by the low bits of the page number.
+pub const TLB_SETS: usize = 128;
+/// Number of TLB entries.
+pub const TLB_ENTRIES: usize = TLB_WAYS * TLB_SETS;
 
 /// Which translation an entry caches (SDM 28.4.1). `Invalid` marks a free slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,9 +95,11 @@ impl Entry {
     }
 }
 
-/// The direct-mapped TLB.
+/// The set-associative TLB.
 pub struct Tlb {
     entries: [Entry; TLB_ENTRIES],
+    /// Round-robin victim of each set.
+    victim: [u8; TLB_SETS],
     /// Some valid entry came from a page larger than 4K (INVLPG must then scan).
     has_large: bool,
 }
@@ -101,26 +108,31 @@ impl Tlb {
     pub const fn new() -> Tlb {
         Tlb {
             entries: [Entry::EMPTY; TLB_ENTRIES],
+            victim: [0; TLB_SETS],
             has_large: false,
         }
     }
 
+    /// The first slot of the set page `vpn` lives in.
     #[inline]
-    fn slot(vpn: u64) -> usize {
-        (vpn as usize) & (TLB_ENTRIES - 1)
+    fn set_of(vpn: u64) -> usize {
+        ((vpn as usize) & (TLB_SETS - 1)) * TLB_WAYS
+    }
+
+    #[inline]
+    fn matches(e: &Entry, tag: &Tag, vpn: u64) -> bool {
+        e.vpn == vpn
+            && e.kind == tag.kind
+            && e.ep4ta == tag.ep4ta
+            && (tag.kind == MappingKind::GuestPhysical
+                || (e.vpid == tag.vpid && (e.pcid == tag.pcid || e.global)))
     }
 
     /// The slot holding a usable translation of page `vpn` for `tag`, if any.
     #[inline]
     pub fn lookup(&self, tag: &Tag, vpn: u64) -> Option<usize> {
-        let i = Self::slot(vpn);
-        let e = &self.entries[i];
-        let hit = e.vpn == vpn
-            && e.kind == tag.kind
-            && e.ep4ta == tag.ep4ta
-            && (tag.kind == MappingKind::GuestPhysical
-                || (e.vpid == tag.vpid && (e.pcid == tag.pcid || e.global)));
-        hit.then_some(i)
+        let first = Self::set_of(vpn);
+        (first..first + TLB_WAYS).find(|&i| Self::matches(&self.entries[i], tag, vpn))
     }
 
     #[inline]
@@ -128,12 +140,33 @@ impl Tlb {
         &self.entries[slot]
     }
 
+    /// Caches `entry`, replacing a translation of the same page for the same context,
+    /// else a free way, else the set's round-robin victim.
     #[inline]
     pub fn insert(&mut self, entry: Entry) {
         if entry.page_shift > 12 {
             self.has_large = true;
         }
-        self.entries[Self::slot(entry.vpn)] = entry;
+        let first = Self::set_of(entry.vpn);
+        let same_context = |e: &Entry| {
+            e.kind == entry.kind
+                && e.vpn == entry.vpn
+                && e.ep4ta == entry.ep4ta
+                && e.vpid == entry.vpid
+                && e.pcid == entry.pcid
+        };
+        let slot = (first..first + TLB_WAYS)
+            .find(|&i| same_context(&self.entries[i]))
+            .or_else(|| {
+                (first..first + TLB_WAYS).find(|&i| self.entries[i].kind == MappingKind::Invalid)
+            })
+            .unwrap_or_else(|| {
+                let set = first / TLB_WAYS;
+                let way = usize::from(self.victim[set]);
+                self.victim[set] = ((way + 1) % TLB_WAYS) as u8;
+                first + way
+            });
+        self.entries[slot] = entry;
     }
 
     #[inline]
@@ -157,10 +190,11 @@ impl Tlb {
         if self.has_large {
             self.invalidate_where(|e| e.covers(address) && doomed(e));
         } else {
-            let i = Self::slot(address >> 12);
-            let e = &mut self.entries[i];
-            if e.kind != MappingKind::Invalid && e.covers(address) && doomed(e) {
-                e.kind = MappingKind::Invalid;
+            let first = Self::set_of(address >> 12);
+            for e in self.entries[first..first + TLB_WAYS].iter_mut() {
+                if e.kind != MappingKind::Invalid && e.covers(address) && doomed(e) {
+                    e.kind = MappingKind::Invalid;
+                }
             }
         }
     }

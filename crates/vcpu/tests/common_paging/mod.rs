@@ -661,4 +661,5 @@ pub fn load_pdptes(mem: &mut RefMem, ctx: &PagingContext) -> Result<[u64; 4], Fa
     Ok(out)
 }
 
+pub mod fixture;
 pub mod world;
