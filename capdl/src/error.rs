@@ -85,7 +85,7 @@ pub enum SpecError {
         path: String,
         capability: String,
     },
-    /// `cr0_wp = true` (guest-owned CR0.WP) under shadow paging.
+    /// `cr0_wp = "guest-owned"` under shadow paging.
     Cr0WpNeedsTdp {
         path: String,
     },

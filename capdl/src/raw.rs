@@ -73,7 +73,7 @@ pub struct RawVm {
     pub mmu: Option<String>,
     pub image: Option<String>,
     pub cmdline: Option<String>,
-    pub cr0_wp: Option<bool>,
+    pub cr0_wp: Option<String>,
     pub root_reuse: Option<bool>,
     #[serde(default)]
     pub caps: Vec<String>,

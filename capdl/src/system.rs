@@ -377,6 +377,9 @@ const NX_MODES: [(&str, NxMode); 5] = [
 const NX_WORDS: &[&str] = &["auto", "on", "off", "force", "never"];
 const MMU_MODES: [(&str, MmuMode); 2] = [("tdp", MmuMode::Tdp), ("shadow", MmuMode::Shadow)];
 const MMU_WORDS: &[&str] = &["tdp", "shadow"];
+/// `cr0_wp`: who owns CR0.WP (the per-VM setting); `true` = guest-owned.
+const CR0_WP_MODES: [(&str, bool); 2] = [("guest-owned", true), ("intercept", false)];
+const CR0_WP_WORDS: &[&str] = &["guest-owned", "intercept"];
 
 fn nx(raw: RawNx) -> Result<NxConfig, SpecError> {
     let mode = choice(
@@ -607,7 +610,13 @@ fn vm(i: usize, raw: &RawVm) -> Result<(Vm, Option<u16>), SpecError> {
     )?;
     // Under TDP CR0.WP is guest-owned by default, as in KVM; shadow paging must trap
     // it (hardware WP is forced to 1 and the shadow role depends on the guest's WP).
-    let cr0_wp = raw.cr0_wp.unwrap_or(mmu == MmuMode::Tdp);
+    let cr0_wp = choice(
+        &p("cr0_wp"),
+        raw.cr0_wp.as_ref(),
+        mmu == MmuMode::Tdp,
+        &CR0_WP_MODES,
+        CR0_WP_WORDS,
+    )?;
     if cr0_wp && mmu == MmuMode::Shadow {
         return Err(SpecError::Cr0WpNeedsTdp { path: p("cr0_wp") });
     }
