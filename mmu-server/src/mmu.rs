@@ -5,7 +5,7 @@
 
 use crate::pool::{FrameId, FramePool};
 use crate::role::PageRole;
-use crate::shadow_page::{parent_link, split_link, SpTable};
+use crate::shadow_page::{filter_bit, parent_link, split_link, SpTable};
 use crate::spte::{self, Format, ENTRIES, WRITABLE};
 use ipc::{flush, Error, Stats};
 use physmem::PhysMap;
@@ -126,7 +126,11 @@ impl Mmu {
         let n = self.pool.total_frames();
         for id in 0..n as FrameId {
             let sp = *self.sps.get(id);
-            if !sp.in_use || sp.vm != vm || sp.format == Format::PaeRoot {
+            if !sp.in_use
+                || sp.vm != vm
+                || sp.format == Format::PaeRoot
+                || sp.writable_filter & filter_bit(hpa) == 0
+            {
                 continue;
             }
             let level = sp.role.level();

@@ -30,7 +30,7 @@ impl FramePool {
     /// A pool of `nframes` frames from host-physical `base`, which `phys` must map
     /// writably.
     pub fn new(phys: &PhysMap, base: u64, nframes: usize) -> Result<Self, PoolError> {
-        if base % PAGE_SIZE != 0 || nframes == 0 || nframes > MAX_FRAMES {
+        if !base.is_multiple_of(PAGE_SIZE) || nframes == 0 || nframes > MAX_FRAMES {
             return Err(PoolError::BadRange);
         }
         let len = nframes as u64 * PAGE_SIZE;

@@ -8,6 +8,8 @@ use crate::pool::{FramePool, PoolError};
 use crate::shadow_page::SpTable;
 use crate::tdp::Fault;
 use crate::vm::Vm;
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
 use ipc::{
     encode_error_reply, encode_reply, Badge, CrRegister, Empty, Error, FaultReply, InvpcidKind,
     MmuRequest, RootReply, SlotKind, Stats, MAX_MSG_BYTES,
@@ -31,6 +33,30 @@ pub struct MmuServer {
 }
 
 impl MmuServer {
+    /// Builds the server in `slot` without ever holding it on the stack: it is large
+    /// (the frame metadata is sized for [`crate::pool::MAX_FRAMES`] at compile time, so
+    /// that nothing is allocated later). A PD passes a static; tests a heap slot.
+    pub fn init_in_place(
+        slot: &mut MaybeUninit<MmuServer>,
+        config: ServerConfig,
+    ) -> Result<&mut MmuServer, PoolError> {
+        let pool = FramePool::new(&config.phys, config.pool_base, config.pool_frames)?;
+        let p = slot.as_mut_ptr();
+        // SAFETY: `p` is valid for writes of an MmuServer; every field is written
+        // exactly once through raw pointers before the slot is assumed initialised.
+        unsafe {
+            SpTable::init_at(addr_of_mut!((*p).mmu.sps));
+            addr_of_mut!((*p).mmu.phys).write(config.phys);
+            addr_of_mut!((*p).mmu.pool).write(pool);
+            addr_of_mut!((*p).mmu.vms).write([VmCounters::default(); MAX_VMS]);
+            addr_of_mut!((*p).mmu.tick).write(0);
+            addr_of_mut!((*p).vms).write([const { None }; MAX_VMS]);
+            Ok(slot.assume_init_mut())
+        }
+    }
+
+    /// Builds the server by value (needs a few hundred KiB of stack; see
+    /// [`MmuServer::init_in_place`]).
     pub fn new(config: ServerConfig) -> Result<MmuServer, PoolError> {
         let pool = FramePool::new(&config.phys, config.pool_base, config.pool_frames)?;
         Ok(MmuServer {

@@ -60,6 +60,17 @@ pub struct ShadowPage {
     /// Tick of the last use, for LRU reclaim.
     pub last_used: u64,
     pub parents: [ParentLink; MAX_PARENTS],
+    /// A one-word filter of the host pages this table maps writable (bit `hpa >> 12`
+    /// mod 64; all bits for huge leaves). Write-protecting a page only scans tables
+    /// whose filter has its bit: without a reverse map, this keeps `account_shadowed`
+    /// from reading every leaf of the VM.
+    pub writable_filter: u64,
+}
+
+/// The [`ShadowPage::writable_filter`] bit of a host page.
+#[inline]
+pub const fn filter_bit(hpa: u64) -> u64 {
+    1 << ((hpa >> 12) % 64)
 }
 
 impl ShadowPage {
@@ -78,6 +89,7 @@ impl ShadowPage {
         gfn: 0,
         last_used: 0,
         parents: [0; MAX_PARENTS],
+        writable_filter: 0,
     };
 
     /// The page shadows a guest page table, so its gfn is write-tracked (KVM's
@@ -117,6 +129,26 @@ impl SpTable {
         }
     }
 
+    /// Initialises a table in place, element by element, so that the (large) table
+    /// never sits on a stack.
+    ///
+    /// # Safety
+    /// `p` must be valid for writes of a whole `SpTable`.
+    pub unsafe fn init_at(p: *mut SpTable) {
+        // SAFETY: the caller guarantees `p` is writable; each element is written once
+        // through raw pointers, without reading the uninitialised memory.
+        unsafe {
+            let pages = core::ptr::addr_of_mut!((*p).pages).cast::<ShadowPage>();
+            for i in 0..MAX_FRAMES {
+                pages.add(i).write(ShadowPage::EMPTY);
+            }
+            let buckets = core::ptr::addr_of_mut!((*p).buckets).cast::<FrameId>();
+            for i in 0..BUCKETS {
+                buckets.add(i).write(NO_PAGE);
+            }
+        }
+    }
+
     #[inline]
     pub fn get(&self, id: FrameId) -> &ShadowPage {
         &self.pages[id as usize % MAX_FRAMES]
@@ -128,6 +160,7 @@ impl SpTable {
     }
 
     /// Records a freshly allocated frame as a page.
+    #[allow(clippy::too_many_arguments)]
     pub fn init(
         &mut self,
         id: FrameId,

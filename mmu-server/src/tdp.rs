@@ -194,6 +194,14 @@ impl Vm {
         }
         let was_leaf = fmt.is_present(old) && fmt.is_leaf(old, level);
         mmu.write_entry(table, index, new);
+        if new & spte::WRITABLE != 0 {
+            let bits = if level > 1 {
+                u64::MAX
+            } else {
+                crate::shadow_page::filter_bit(fmt.addr(new))
+            };
+            mmu.sps.get_mut(table).writable_filter |= bits;
+        }
         if !was_leaf {
             mmu.count_leaf(self.index, level, 1);
         }

@@ -41,7 +41,7 @@ pub struct GuestMem<'a> {
 impl GuestMem<'_> {
     fn hpa(&self, gpa: u64, size: u8) -> Option<(u64, SlotKind)> {
         let slot = self.slots.find(gpa >> 12)?;
-        if !slot.is_memory() || gpa % size as u64 != 0 {
+        if !slot.is_memory() || !gpa.is_multiple_of(size as u64) {
             return None;
         }
         Some((slot.hpa_of(gpa >> 12) | (gpa & 0xFFF), slot.kind))

@@ -141,7 +141,7 @@ fn case() -> impl Strategy<Value = Case> {
                 // Few distinct indices, so that paths share tables.
                 let gva = match mode {
                     Mode::Long => {
-                        let g = gva & 0x0000_7F_C060_3FFF;
+                        let g = gva & 0x7F_C060_3FFF;
                         // Canonical: sign-extend bit 47.
                         if g & (1 << 47) != 0 {
                             g | 0xFFFF_0000_0000_0000
@@ -229,7 +229,7 @@ fn build(m: &Machine, c: &Case) -> Built {
         if matches!(c.mode, Mode::Pae) && level == 3 {
             // A PDPTE: P and the address; reserved bits only when asked.
             let page = TABLE_PAGES.start + target % (TABLE_PAGES.end - TABLE_PAGES.start);
-            e = page * 4096 | (flags & P);
+            e = (page * 4096) | (flags & P);
             if rsvd {
                 e |= RW;
             }
@@ -252,7 +252,7 @@ fn build(m: &Machine, c: &Case) -> Built {
             } else {
                 DATA_PAGES.start + target % (DATA_PAGES.end - DATA_PAGES.start)
             };
-            e = page * 4096 | flags;
+            e = (page * 4096) | flags;
             if rsvd && size == 8 {
                 e |= 1 << 45;
             }
@@ -262,7 +262,7 @@ fn build(m: &Machine, c: &Case) -> Built {
             } else {
                 TABLE_PAGES.start + target % (TABLE_PAGES.end - TABLE_PAGES.start)
             };
-            e = page * 4096 | (flags & !PS);
+            e = (page * 4096) | (flags & !PS);
             if rsvd && size == 8 {
                 e |= 1 << 45;
             }

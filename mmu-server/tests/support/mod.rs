@@ -38,10 +38,26 @@ pub const D: u64 = 1 << 6;
 pub const PS: u64 = 1 << 7;
 pub const XD: u64 = 1 << 63;
 
+/// The server on the heap (it is too large for a test thread's stack to move around).
+pub struct Boxed(pub Box<MmuServer>);
+
+impl Server for Boxed {
+    fn handle(&mut self, badge: Badge, request: &[u8], reply: &mut [u8; MAX_MSG_BYTES]) -> usize {
+        self.0.handle(badge, request, reply)
+    }
+}
+
+impl std::ops::Deref for Boxed {
+    type Target = MmuServer;
+    fn deref(&self) -> &MmuServer {
+        &self.0
+    }
+}
+
 pub struct Machine {
     pub ram: Vec<u64>,
     pub pool: Vec<u64>,
-    pub server: RefCell<MmuServer>,
+    pub server: RefCell<Boxed>,
     /// The same map the server has (it only holds addresses).
     map: PhysMap,
 }
@@ -71,12 +87,18 @@ impl Machine {
             .unwrap();
         }
         let map = phys.clone();
-        let server = MmuServer::new(ServerConfig {
-            phys,
-            pool_base: POOL_HPA,
-            pool_frames,
-        })
+        let mut slot = Box::<MmuServer>::new_uninit();
+        MmuServer::init_in_place(
+            &mut slot,
+            ServerConfig {
+                phys,
+                pool_base: POOL_HPA,
+                pool_frames,
+            },
+        )
         .unwrap();
+        // SAFETY: init_in_place succeeded, so the slot is initialised.
+        let server = Boxed(unsafe { slot.assume_init() });
         Box::new(Machine {
             ram,
             pool,
