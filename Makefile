@@ -61,3 +61,16 @@ capdl:
 capdl-bin:
 	@mkdir -p build
 	$(CARGO) run -q -p capdl -- binary capdl/system.toml -o build/system.capdl.bin
+
+# `make run` (host runtime, host/ and vmm-server/): builds the demo guest and boots it
+# under `capvisor run`. The guest exits through isa-debug-exit with 0, which QEMU and
+# capvisor report as status (0 << 1) | 1 = 1: that is success here. Override the guest
+# or the options with e.g. `make run RUN_GUEST=ptwrite RUN_ARGS="--mmu shadow"`.
+.PHONY: run
+RUN_GUEST ?= kernexec
+RUN_ARGS ?=
+run: guests
+	$(CARGO) build -q -p capvisor
+	@status=0; $(CARGO) run -q -p capvisor -- run $(RUN_ARGS) build/guests/$(RUN_GUEST).elf || status=$$?; \
+	if [ $$status -eq 1 ]; then echo "make run: $(RUN_GUEST) passed (guest exit status 1 = success)"; \
+	else echo "make run: $(RUN_GUEST) failed (status $$status)"; exit 1; fi

@@ -73,7 +73,53 @@ impl VmHost for StdoutHost {
         let _ = self.out.flush();
         std::thread::sleep(std::time::Duration::from_millis(ms as u64));
     }
-    fn trace_exit(&mut self, exit: &vcpu::exit::VmExit) {
+    fn trace_fault(&mut self, r: &ipc::FaultReply) {
+        if self.trace {
+            eprintln!(
+                "  fault reply: outcome {} error_code {:#x} gpa {:#x} flush {:#x} root {:#x}/{}",
+                r.outcome, r.error_code, r.gpa, r.flush, r.root_hpa, r.root_level
+            );
+        }
+    }
+    fn trace_exit(
+        &mut self,
+        exit: &vcpu::exit::VmExit,
+        cpu: &mut vcpu::Vcpu,
+        mem: &physmem::PhysMap,
+    ) {
+        if self.trace && std::env::var_os("CAPVISOR_TRACE_STATE").is_some() {
+            eprintln!("  state: rsp={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} idtr={:x?} cr2={:#x} inj={:x?}",
+                cpu.gpr(vcpu::regs::Gpr::Rsp), cpu.cr0(), cpu.cr3(), cpu.cr4(), cpu.efer(), cpu.idtr(), cpu.cr2(), cpu.controls.injection);
+            let ctx = vcpu::paging::PagingContext {
+                cr0: cpu.cr0(),
+                cr3: cpu.cr3(),
+                cr4: cpu.cr4(),
+                efer: cpu.efer(),
+                pdptes: cpu.pdptes(),
+                cpl: 0,
+                rflags_ac: false,
+                pkru: 0,
+                eptp: if cpu.controls.enable_ept {
+                    Some(cpu.controls.eptp)
+                } else {
+                    None
+                },
+                vpid: 1,
+            };
+            let idt = cpu.idtr().base + 14 * 16;
+            let acc = vcpu::paging::Access {
+                kind: vcpu::paging::AccessKind::Read,
+                implicit_supervisor: true,
+            };
+            match cpu.mmu().translate(mem, &ctx, idt, acc) {
+                Ok(hpa) => eprintln!(
+                    "  idt[14] at {idt:#x} -> hpa {hpa:#x}: {:x?} {:x?}",
+                    mem.read_u64(hpa),
+                    mem.read_u64(hpa + 8)
+                ),
+                Err(f) => eprintln!("  idt[14] at {idt:#x}: {f:x?}"),
+            }
+        }
         if self.trace {
             eprintln!(
                 "exit {:?} rip={:#x} qual={:#x} gla={:x?} gpa={:x?} len={} intr={:#x}/{:#x} idt={:#x}",

@@ -9,3 +9,7 @@ pub mod memory;
 pub mod options;
 pub mod report;
 pub mod runtime;
+
+/// The crates a runtime user needs, re-exported so tests depend on this crate only.
+pub use ipc;
+pub use vmm_server;

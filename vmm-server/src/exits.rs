@@ -20,8 +20,8 @@ pub(crate) fn handle<T: Transport>(
     match exit.reason {
         CrAccess => cr_access(vm, exit),
         IoInstruction => io(vm, exit, host),
-        EptViolation => ept_violation(vm, exit),
-        ExceptionOrNmi => exception(vm, exit),
+        EptViolation => ept_violation(vm, exit, host),
+        ExceptionOrNmi => exception(vm, exit, host),
         Invlpg => invlpg(vm, exit),
         Invpcid => crate::emulate::invpcid(vm, exit),
         Cpuid => cpuid(vm, exit),
@@ -234,7 +234,9 @@ fn fault_outcome<T: Transport>(
     exit: &VmExit,
     reply: &ipc::FaultReply,
     linear: u64,
+    host: &mut impl VmHost,
 ) -> Handled {
+    host.trace_fault(reply);
     let outcome = reply.outcome().map_err(|error| StopReason::Mmu {
         request: ipc::Label::TdpFault,
         error,
@@ -255,7 +257,7 @@ fn fault_outcome<T: Transport>(
 }
 
 /// EPT violation (SDM 28.2.1 Table 28-7).
-fn ept_violation<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
+fn ept_violation<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, host: &mut impl VmHost) -> Handled {
     let gpa = exit.guest_physical.unwrap_or(0);
     let gla = exit.guest_linear.unwrap_or(0);
     let reply = vm
@@ -270,11 +272,11 @@ fn ept_violation<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
             request: e.request,
             error: e.error,
         })?;
-    fault_outcome(vm, exit, &reply, gla)
+    fault_outcome(vm, exit, &reply, gla, host)
 }
 
 /// An exception that exits through the exception bitmap: #PF under shadow paging.
-fn exception<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
+fn exception<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, host: &mut impl VmHost) -> Handled {
     let vector = (exit.interruption_info & interruption::VECTOR_MASK) as u8;
     if vector != 14 || vm.cfg.mmu_mode != MmuMode::Shadow {
         return Err(StopReason::UnexpectedExit {
@@ -302,7 +304,7 @@ fn exception<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
             request: e.request,
             error: e.error,
         })?;
-    fault_outcome(vm, exit, &reply, gva)
+    fault_outcome(vm, exit, &reply, gva, host)
 }
 
 /// INVLPG under shadow paging. The guest asked for this address to be invalidated:

@@ -27,7 +27,10 @@ pub trait VmHost: SerialSink {
     /// The guest reached a checkpoint (port 0x80); the record is also kept by the VM.
     fn checkpoint(&mut self, _record: &Checkpoint) {}
     /// Every VM exit, before it is handled (for `--trace-exits`).
-    fn trace_exit(&mut self, _exit: &vcpu::exit::VmExit) {}
+    fn trace_exit(&mut self, _exit: &vcpu::exit::VmExit, _cpu: &mut Vcpu, _mem: &physmem::PhysMap) {
+    }
+    /// The mmu-server's answer to a fault (for `--trace-exits`).
+    fn trace_fault(&mut self, _reply: &ipc::FaultReply) {}
 }
 
 /// Why a VM could not be created or loaded.
@@ -208,7 +211,7 @@ impl<T: Transport> Vm<T> {
             }
             let exit = self.cpu.run(self.ram.map());
             self.exits.record(exit.reason);
-            host.trace_exit(&exit);
+            host.trace_exit(&exit, &mut self.cpu, self.ram.map());
             self.live_wp = None;
             match crate::exits::handle(self, &exit, host) {
                 Ok(Next::Resume) => {}
