@@ -85,7 +85,8 @@ impl Mmu {
     /// with guest PTEs write-protects its gfn everywhere in the VM (`account_shadowed`):
     /// from now on a guest write to that table must fault, so that the shadow stays in
     /// sync. `table_hpa` is the host page backing that gfn. A write-protected entry may
-    /// still be cached writable in the vCPU's TLB, so `flush_bits` gets CURRENT then.
+    /// still be cached writable in the vCPU's TLB, under any PCID whose root is cached,
+    /// so `flush_bits` gets GUEST then (KVM flushes remote TLBs here).
     #[allow(clippy::too_many_arguments)]
     pub fn new_page(
         &mut self,
@@ -108,7 +109,7 @@ impl Mmu {
             self.vms[vm as usize % MAX_VMS].indirect_pages += 1;
             if let Some(hpa) = table_hpa {
                 if self.write_protect_hpa(vm, hpa) {
-                    *flush_bits |= flush::CURRENT;
+                    *flush_bits |= flush::GUEST;
                 }
             }
         }

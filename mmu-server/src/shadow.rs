@@ -148,7 +148,7 @@ impl Vm {
                     // meaning of the guest entry changed without a tracked write, e.g.
                     // CR4.PSE): replace it.
                     mmu.clear_entry(table, index);
-                    *fl |= ipc::flush::CURRENT;
+                    *fl |= ipc::flush::GUEST;
                 }
             }
             let c = match child {

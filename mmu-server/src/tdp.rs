@@ -125,8 +125,10 @@ impl Vm {
         let old = mmu.read_entry(table, index);
         if Format::Ept.is_present(old) && !Format::Ept.is_leaf(old, goal) {
             // A table where a huge page may now go (write tracking ended, say): the
-            // huge page replaces the table and everything below it.
+            // huge page replaces the table and everything below it. The freed tables
+            // may sit in the vCPU's paging-structure caches.
             mmu.clear_entry(table, index);
+            *fl |= ipc::flush::GUEST;
         }
         let pages = spte::level_pages(goal);
         let first = gfn & !(pages - 1);
@@ -169,7 +171,7 @@ impl Vm {
                 }
             }
             mmu.clear_entry(table, index);
-            *fl |= ipc::flush::CURRENT;
+            *fl |= ipc::flush::GUEST;
         }
         let role = mmu.sps.get(table).role.with_level(level - 1);
         let first = gfn & !(spte::level_pages(level) - 1);

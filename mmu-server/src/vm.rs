@@ -248,7 +248,8 @@ impl Vm {
 
     /// Makes `need` frames free: zap the least recently used pages of this VM that no
     /// root holds (KVM's `make_mmu_pages_available`), then let go of previous roots,
-    /// least recently used first. Zapped tables may be cached by the vCPU: flush.
+    /// least recently used first. Zapped tables may be cached by the vCPU, through any
+    /// cached root: flush the whole guest (KVM's remote flush after a zap).
     pub fn make_pages_available(
         &mut self,
         mmu: &mut Mmu,
@@ -257,8 +258,9 @@ impl Vm {
     ) -> Result<(), Error> {
         while mmu.pool.free_frames() < need {
             if let Some(id) = mmu.lru_unrooted(self.index) {
+                // The page may be reachable from any cached root, under any PCID.
                 mmu.zap_page(id);
-                *fl |= flush::CURRENT;
+                *fl |= flush::GUEST;
                 continue;
             }
             let Some(i) = (0..NUM_PREV_ROOTS)
@@ -410,7 +412,7 @@ impl Vm {
         c.gen ^= 1;
         mmu.zap_all(self.index);
         self.free_obsolete_roots(mmu);
-        *fl |= flush::CURRENT;
+        *fl |= flush::GUEST;
         self.load_root(mmu, fl)
     }
 

@@ -107,7 +107,8 @@ impl Vm {
             self.last_retry = Some((rip, addr));
         }
         if zapped > 0 {
-            *fl |= ipc::flush::CURRENT;
+            // Zapped tables may be reachable from any cached root, under any PCID.
+            *fl |= ipc::flush::GUEST;
             self.free_obsolete_roots(mmu);
             self.load_root(mmu, fl)?;
         }
@@ -183,7 +184,7 @@ impl Vm {
             };
             if misaligned || flooded {
                 mmu.zap_page(id);
-                *fl |= ipc::flush::CURRENT;
+                *fl |= ipc::flush::GUEST;
                 continue;
             }
             let (start, count) = match written_sptes(
@@ -197,7 +198,7 @@ impl Vm {
             };
             for i in start..start + count {
                 if mmu.clear_entry(id, i) {
-                    *fl |= ipc::flush::CURRENT;
+                    *fl |= ipc::flush::GUEST;
                 }
             }
         }

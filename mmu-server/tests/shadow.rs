@@ -254,7 +254,11 @@ fn obsolete_roots_are_never_reused() {
     let before = m.stats(VM);
 
     let r = m.call(VM, &RemoveMemSlot { base_gfn: 0x10000 }).unwrap();
-    assert_eq!(r.flush & flush::CURRENT, flush::CURRENT);
+    assert_eq!(
+        r.flush,
+        flush::CURRENT | flush::GUEST,
+        "zapped tables, a new root"
+    );
     assert!(
         m.shadow_walk(r.root_hpa, 4, 0x40_0000).is_none(),
         "a fresh root"
@@ -304,7 +308,11 @@ fn write_protect_retry_emulate_and_anti_loop() {
     // Write through the alias: the gfn is tracked; unprotect zaps its shadow: retry.
     let r = m.shadow_fault(VM, alias + 8, EC_W, rip);
     assert_eq!(outcome(&r), FaultOutcome::Retry);
-    assert_eq!(r.flush & flush::CURRENT, flush::CURRENT);
+    assert_eq!(
+        r.flush,
+        flush::GUEST,
+        "zapped tables may be cached under any PCID"
+    );
     assert!(
         m.shadow_walk(root.root_hpa, 4, rip).is_none(),
         "the code's table was unprotected"
@@ -326,9 +334,9 @@ fn write_protect_retry_emulate_and_anti_loop() {
     let r = m.shadow_fault(VM, rip, EC_F | EC_P, rip);
     assert_eq!(outcome(&r), FaultOutcome::Fixed);
     assert_eq!(
-        r.flush & flush::CURRENT,
-        flush::CURRENT,
-        "a writable entry was protected"
+        r.flush,
+        flush::GUEST,
+        "a writable entry was protected: cached under any PCID"
     );
     assert!(!m.shadow_walk(root.root_hpa, 4, alias).unwrap().w);
     // Same rip, same address as the last retry: emulate, do not loop.
@@ -398,7 +406,11 @@ fn emulated_writes_zap_entries_or_pages() {
     // Aligned write of PTE 1 (the vmm-server already wrote guest memory).
     m.write64(0x12008, 0x20_2000 | P | RW | A | D);
     let reply = emulate(0x12008, 8, 0x20_2000 | P | RW | A | D);
-    assert_eq!(reply.flush, flush::CURRENT);
+    assert_eq!(
+        reply.flush,
+        flush::GUEST,
+        "a zapped entry may be cached under any PCID"
+    );
     assert_eq!(reply.root_hpa, r);
     assert!(
         m.shadow_walk(r, 4, 0x40_1000).is_none(),
@@ -466,7 +478,7 @@ fn emulated_write_to_the_root_table_replaces_the_root() {
         )
         .unwrap();
     assert_eq!(r.root_level, 4);
-    assert_eq!(r.flush & flush::CURRENT, flush::CURRENT);
+    assert_eq!(r.flush, flush::CURRENT | flush::GUEST);
     assert_eq!(m.stats(VM).roots_allocated, before + 1);
     assert!(m.shadow_walk(r.root_hpa, 4, 0x40_0000).is_none());
     let _ = root;
