@@ -9,6 +9,7 @@
 
 extern crate alloc;
 use alloc::boxed::Box;
+use core::ptr::NonNull;
 
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic};
 use physmem::PhysMap;
@@ -39,10 +40,30 @@ struct Entry {
 }
 
 pub(crate) struct DecodeCache {
-    entries: [Entry; ENTRIES],
+    /// `ENTRIES` cached instructions plus one scratch slot (for instructions that are
+    /// not cached). A raw allocation: the engine executes an instruction by reference
+    /// from here while it mutates the rest of the vCPU, and nothing writes an entry
+    /// between fetch and the end of execution.
+    entries: NonNull<Entry>,
     page_gen: [u32; GEN_PAGES],
     /// Pages (hpa >> 12, modulo GEN_PAGES) that hold cached code.
     code_pages: [u64; GEN_PAGES / 64],
+}
+
+// SAFETY: the cache owns its entry allocation exclusively, like a Box.
+unsafe impl Send for DecodeCache {}
+unsafe impl Sync for DecodeCache {}
+
+impl Drop for DecodeCache {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new_boxed as a boxed slice of ENTRIES + 1 entries.
+        unsafe {
+            drop(Box::from_raw(core::ptr::slice_from_raw_parts_mut(
+                self.entries.as_ptr(),
+                ENTRIES + 1,
+            )));
+        }
+    }
 }
 
 impl DecodeCache {
@@ -58,16 +79,27 @@ impl DecodeCache {
                 addr_size: 0,
             },
         };
+        let entries: Box<[Entry]> = alloc::vec![empty; ENTRIES + 1].into_boxed_slice();
+        // SAFETY: Box::into_raw never returns null; freed in Drop.
+        let entries = unsafe { NonNull::new_unchecked(Box::into_raw(entries) as *mut Entry) };
         Box::new(DecodeCache {
-            entries: [empty; ENTRIES],
+            entries,
             page_gen: [0; GEN_PAGES],
             code_pages: [0; GEN_PAGES / 64],
         })
     }
 
+    #[inline(always)]
+    fn entry(&self, i: usize) -> *mut Entry {
+        debug_assert!(i <= ENTRIES);
+        // SAFETY: i <= ENTRIES, inside the allocation.
+        unsafe { self.entries.as_ptr().add(i) }
+    }
+
     pub(crate) fn clear(&mut self) {
-        for e in self.entries.iter_mut() {
-            e.rip = u64::MAX;
+        for i in 0..ENTRIES {
+            // SAFETY: in bounds; no reference to an entry is live outside `step`.
+            unsafe { (*self.entry(i)).rip = u64::MAX };
         }
     }
 
@@ -135,17 +167,19 @@ impl Vcpu {
 
     /// Fetches and decodes the instruction at RIP.
     #[inline(always)]
-    pub(crate) fn fetch(&mut self, mem: &PhysMap) -> Step<Decoded> {
+    /// The pointer stays valid, and its target unchanged, until the next `fetch`.
+    pub(crate) fn fetch(&mut self, mem: &PhysMap) -> Step<*const Decoded> {
         let rip = self.rip;
         let lin = self.fetch_linear(rip)?;
         let (hpa, host) = self.host_addr(mem, lin, AccessKind::Fetch)?;
-        let e = &self.dcache.entries[DecodeCache::index(rip)];
+        // SAFETY: in bounds; entries are only written by decode_miss and clear.
+        let e = unsafe { &*self.dcache.entry(DecodeCache::index(rip)) };
         if e.rip == rip
             && e.hpa == hpa
             && e.bitness == self.bitness
             && e.gen == self.dcache.page_gen[(hpa >> 12) as usize & (GEN_PAGES - 1)]
         {
-            return Ok(e.d);
+            return Ok(&e.d);
         }
         self.decode_miss(mem, rip, lin, hpa, host)
     }
@@ -160,7 +194,7 @@ impl Vcpu {
         lin: u64,
         hpa: u64,
         host: usize,
-    ) -> Step<Decoded> {
+    ) -> Step<*const Decoded> {
         self.stats.decode_cache_misses += 1;
         let avail = (0x1000 - (lin & 0xfff)).min(15) as usize;
         let mut buf = [0u8; 15];
@@ -205,15 +239,26 @@ impl Vcpu {
             let p = (hpa >> 12) as usize & (GEN_PAGES - 1);
             let dc = &mut self.dcache;
             dc.code_pages[p >> 6] |= 1 << (p & 63);
-            dc.entries[DecodeCache::index(rip)] = Entry {
-                rip,
-                hpa,
-                gen: dc.page_gen[p],
-                bitness: self.bitness,
-                d,
-            };
+            let slot = dc.entry(DecodeCache::index(rip));
+            // SAFETY: in bounds; no reference into the entries is live during fetch.
+            unsafe {
+                *slot = Entry {
+                    rip,
+                    hpa,
+                    gen: dc.page_gen[p],
+                    bitness: self.bitness,
+                    d,
+                };
+                return Ok(&(*slot).d);
+            }
         }
-        Ok(d)
+        let slot = self.dcache.entry(ENTRIES);
+        // SAFETY: the scratch slot, same discipline.
+        unsafe {
+            (*slot).d = d;
+            (*slot).rip = u64::MAX;
+            Ok(&(*slot).d)
+        }
     }
 
     /// The raw bytes of the current instruction (for the unimplemented-instruction

@@ -7,7 +7,7 @@ use physmem::PhysMap;
 use crate::controls::EventInjection;
 use crate::exit::{event_type, interruption, ExitReason, VmExit};
 use crate::regs::{access, rflags, SegReg, Segment};
-use crate::vcpu::{vector, Exception, Step, Stop, Vcpu};
+use crate::vcpu::{vector, Raised, Step, Stop, Vcpu};
 
 /// One event being delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,13 +52,13 @@ impl Event {
 
 impl Vcpu {
     /// An instruction faulted with `e`: exit through the exception bitmap or deliver.
-    pub(crate) fn raise(&mut self, mem: &PhysMap, e: Exception) -> Result<(), VmExit> {
+    pub(crate) fn raise(&mut self, mem: &PhysMap, e: Raised) -> Result<(), VmExit> {
         let ev = Event {
             vector: e.vector,
             ty: event_type::HARDWARE_EXCEPTION,
-            error_code: e.error_code,
+            error_code: e.error_code(),
             cr2: if e.vector == vector::PF {
-                Some(e.cr2)
+                Some(self.pf_linear)
             } else {
                 None
             },
@@ -158,9 +158,9 @@ impl Vcpu {
                     let second = Event {
                         vector: f.vector,
                         ty: event_type::HARDWARE_EXCEPTION,
-                        error_code: f.error_code,
+                        error_code: f.error_code(),
                         cr2: if f.vector == vector::PF {
-                            Some(f.cr2)
+                            Some(self.pf_linear)
                         } else {
                             None
                         },

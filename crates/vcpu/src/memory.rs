@@ -15,7 +15,7 @@ use physmem::PhysMap;
 use crate::exit::{ExitReason, VmExit};
 use crate::paging::{Access, AccessKind, Fault};
 use crate::regs::{access, is_canonical, SegReg};
-use crate::vcpu::{cr4, vector, Exception, Step, Stop, Vcpu};
+use crate::vcpu::{cr4, vector, Step, Stop, Vcpu};
 
 const WAYS: usize = 64;
 const INVALID: u64 = u64::MAX;
@@ -104,11 +104,10 @@ impl Vcpu {
     /// Turns a Mmu fault into the exception or exit it is.
     pub(crate) fn fault_stop(&mut self, f: Fault) -> Stop {
         match f {
-            Fault::PageFault { error_code, linear } => Stop::Exception(Exception {
-                vector: vector::PF,
-                error_code: Some(error_code),
-                cr2: linear,
-            }),
+            Fault::PageFault { error_code, linear } => {
+                self.pf_linear = linear;
+                Stop::fault(vector::PF, Some(error_code))
+            }
             Fault::EptViolation {
                 gpa,
                 linear,

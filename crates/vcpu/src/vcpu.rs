@@ -144,13 +144,29 @@ pub mod interruptibility {
     pub const MOV_SS: u32 = 1 << 1;
 }
 
-/// Why the engine stopped executing an instruction.
+/// Why the engine stopped executing an instruction. Kept to 8 bytes so that every
+/// handler's `Result` travels in registers; a #PF's linear address goes to
+/// `Vcpu::pf_linear` and an exit's description to `Vcpu::exit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stop {
     /// An architectural exception, to deliver (or exit on through the bitmap).
-    Exception(Exception),
+    Exception(Raised),
     /// A VM exit, described in `Vcpu::exit`.
     Exit,
+}
+
+/// A raised exception: vector and optional error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Raised {
+    pub vector: u8,
+    pub has_code: bool,
+    pub code: u32,
+}
+
+impl Raised {
+    pub(crate) fn error_code(&self) -> Option<u32> {
+        self.has_code.then_some(self.code)
+    }
 }
 
 /// An architectural exception raised by an instruction or by event delivery (also
@@ -182,10 +198,10 @@ pub mod vector {
 
 impl Stop {
     pub(crate) fn fault(vector: u8, error_code: Option<u32>) -> Stop {
-        Stop::Exception(Exception {
+        Stop::Exception(Raised {
             vector,
-            error_code,
-            cr2: 0,
+            has_code: error_code.is_some(),
+            code: error_code.unwrap_or(0),
         })
     }
     pub(crate) fn gp(code: u32) -> Stop {
@@ -239,6 +255,8 @@ pub struct Vcpu {
     pub(crate) exit: VmExit,
     /// Length of the instruction being executed (for instruction-caused exits).
     pub(crate) cur_len: u8,
+    /// The linear address of the last #PF raised (CR2 on delivery).
+    pub(crate) pf_linear: u64,
     pub(crate) stats: Stats,
 }
 
@@ -293,6 +311,7 @@ impl Vcpu {
             dcache: DecodeCache::new_boxed(),
             exit: VmExit::new(ExitReason::Unimplemented, 0),
             cur_len: 0,
+            pf_linear: 0,
             stats: Stats::default(),
         };
         v.update_bitness();
@@ -562,6 +581,14 @@ impl Vcpu {
             32 => ip & 0xffff_ffff,
             _ => ip & 0xffff,
         }
+    }
+
+    /// Turns an architectural exception of a helper into a `Stop`.
+    pub(crate) fn stop_for(&mut self, e: Exception) -> Stop {
+        if e.vector == vector::PF {
+            self.pf_linear = e.cr2;
+        }
+        Stop::fault(e.vector, e.error_code)
     }
 
     /// Prepares `self.exit` for an instruction-caused exit at the current RIP.

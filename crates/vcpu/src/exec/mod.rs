@@ -52,6 +52,9 @@ impl Vcpu {
     #[inline(always)]
     pub(crate) fn step(&mut self, mem: &PhysMap) -> Step {
         let d = self.fetch(mem)?;
+        // SAFETY: `fetch` guarantees the decoded instruction stays put until the
+        // next fetch; executing never writes the decode cache's entries.
+        let d = unsafe { &*d };
         self.cur_len = d.ins.len() as u8;
         let blocking = self.interruptibility;
         match self.exec(mem, &d)? {

@@ -68,7 +68,7 @@ impl Vcpu {
                 // Host-owned bits of the real CR0 are left as they are (SDM 26.3).
                 let m = c.cr0_guest_host_mask;
                 let v = (value & !m) | (self.cr0 & m);
-                self.write_cr0(mem, v).map_err(Stop::Exception)?;
+                self.write_cr0(mem, v).map_err(|e| self.stop_for(e))?;
             }
             2 => self.cr2 = value,
             3 => {
@@ -76,7 +76,7 @@ impl Vcpu {
                     return Err(self
                         .instruction_exit(ExitReason::CrAccess, q::cr_mov(3, q::CR_MOV_TO, gpr)));
                 }
-                self.write_cr3(mem, value).map_err(Stop::Exception)?;
+                self.write_cr3(mem, value).map_err(|e| self.stop_for(e))?;
             }
             4 => {
                 if (value ^ c.cr4_read_shadow) & c.cr4_guest_host_mask != 0 {
@@ -85,7 +85,7 @@ impl Vcpu {
                 }
                 let m = c.cr4_guest_host_mask;
                 let v = (value & !m) | (self.cr4 & m);
-                self.write_cr4(mem, v).map_err(Stop::Exception)?;
+                self.write_cr4(mem, v).map_err(|e| self.stop_for(e))?;
             }
             8 => {
                 if c.cr8_load_exiting {
@@ -334,7 +334,7 @@ impl Vcpu {
         let owned = !mask & 0xf;
         let mut v = (self.cr0 & !owned) | (src & owned);
         v |= self.cr0 & cr0::PE;
-        self.write_cr0(mem, v).map_err(Stop::Exception)?;
+        self.write_cr0(mem, v).map_err(|e| self.stop_for(e))?;
         Ok(Flow::Next)
     }
 
