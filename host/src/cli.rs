@@ -88,8 +88,8 @@ impl VmHost for StdoutHost {
         mem: &physmem::PhysMap,
     ) {
         if self.trace && std::env::var_os("CAPVISOR_TRACE_STATE").is_some() {
-            eprintln!("  state: rsp={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} idtr={:x?} cr2={:#x} inj={:x?}",
-                cpu.gpr(vcpu::regs::Gpr::Rsp), cpu.cr0(), cpu.cr3(), cpu.cr4(), cpu.efer(), cpu.idtr(), cpu.cr2(), cpu.controls.injection);
+            eprintln!("  state: rsp={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} idtr={:x?} gdtr={:x?} cr2={:#x} inj={:x?}",
+                cpu.gpr(vcpu::regs::Gpr::Rsp), cpu.cr0(), cpu.cr3(), cpu.cr4(), cpu.efer(), cpu.idtr(), cpu.gdtr(), cpu.cr2(), cpu.controls.injection);
             let ctx = vcpu::paging::PagingContext {
                 cr0: cpu.cr0(),
                 cr3: cpu.cr3(),

@@ -77,8 +77,8 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
-/// The mmu-server's tables are big fixed-capacity arrays: give its thread room.
-const MMU_STACK: usize = 256 << 20;
+/// Stack of the mmu-server thread (the server itself lives on the heap).
+const MMU_STACK: usize = 16 << 20;
 
 /// Boots the guest and runs it to the end. COM1 output and checkpoints go to `host`.
 pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunError> {
@@ -96,13 +96,18 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
             .stack_size(MMU_STACK)
             .spawn_scoped(scope, move || -> Result<(), String> {
                 let frames = ((pool.end - pool.start) / physmem::PAGE_SIZE) as usize;
-                let mut server = MmuServer::new(ServerConfig {
-                    phys: mmu_map,
-                    pool_base: pool.start,
-                    pool_frames: frames,
-                })
+                // Built in place on the heap: the server is large and fixed-size.
+                let mut slot = Box::new(std::mem::MaybeUninit::<MmuServer>::uninit());
+                let server = MmuServer::init_in_place(
+                    &mut slot,
+                    ServerConfig {
+                        phys: mmu_map,
+                        pool_base: pool.start,
+                        pool_frames: frames,
+                    },
+                )
                 .map_err(|e| format!("{e:?}"))?;
-                channel::serve(&mut server, &mmu_bell, &[server_end], |_| {});
+                channel::serve(server, &mmu_bell, &[server_end], |_| {});
                 Ok(())
             })
             .map_err(|e| RunError::MmuServer(e.to_string()))?;

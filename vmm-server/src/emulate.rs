@@ -305,7 +305,7 @@ fn guest_read<T: Transport>(
 }
 
 fn parity(v: u64) -> bool {
-    (v as u8).count_ones() % 2 == 0
+    (v as u8).count_ones().is_multiple_of(2)
 }
 
 /// SF, ZF, PF of a result (SDM Vol. 1 3.4.3.1).
