@@ -237,18 +237,29 @@ pub(crate) fn double_shift(
     let (d, s) = ((dst & m) as u128, (src & m) as u128);
     // For 16-bit operands a count above 16 is architecturally undefined; shifting the
     // 48-bit concatenation dst:src:dst reproduces what Intel hardware produces.
-    // dst:src:dst covers the 16-bit counts above 16 (architecturally undefined) the way
-    // a wide shifter does; for counts up to the width it equals the two-part value.
-    let cat = (d << (2 * bits)) | (s << bits) | d;
-    let (res, cf) = if left {
-        let shifted = cat << count;
-        let res = ((shifted >> (2 * bits)) as u64) & m;
-        let cf = ((shifted >> (3 * bits)) & 1) as u64;
-        (res, cf)
+    let (res, cf) = if bits == 64 {
+        // Counts are at most 63: the two-part value is enough.
+        if left {
+            let cat = (d << 64) | s;
+            (((cat << count) >> 64) as u64, ((cat >> (128 - count)) & 1) as u64)
+        } else {
+            let cat = (s << 64) | d;
+            ((cat >> count) as u64, ((cat >> (count - 1)) & 1) as u64)
+        }
     } else {
-        let res = ((cat >> count) as u64) & m;
-        let cf = ((cat >> (count - 1)) & 1) as u64;
-        (res, cf)
+        // dst:src:dst covers the 16-bit counts above 16 (architecturally undefined)
+        // the way a wide shifter does; for counts up to the width it equals the
+        // two-part value.
+        let cat = (d << (2 * bits)) | (s << bits) | d;
+        if left {
+            let shifted = cat << count;
+            (
+                ((shifted >> (2 * bits)) as u64) & m,
+                ((shifted >> (3 * bits)) & 1) as u64,
+            )
+        } else {
+            (((cat >> count) as u64) & m, ((cat >> (count - 1)) & 1) as u64)
+        }
     };
     let of = msb(res ^ (dst & m), size);
     let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | cf * CF | of * OF;

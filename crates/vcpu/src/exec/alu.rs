@@ -70,9 +70,13 @@ impl Vcpu {
         let dst = self.loc(d, 0, size, true)?;
         let count = self.src(mem, d, 1, 1)?;
         let a = self.get(mem, dst, size)?;
-        if let Some((r, f)) = flags::shift(op, a, count, size, self.rflags) {
-            self.put(mem, dst, size, r)?;
-            self.rflags = f;
+        match flags::shift(op, a, count, size, self.rflags) {
+            Some((r, f)) => {
+                self.put(mem, dst, size, r)?;
+                self.rflags = f;
+            }
+            // A zero count still writes a 32-bit register (zero-extending it).
+            None => self.zero_count_writeback(dst, size, a),
         }
         Ok(Flow::Next)
     }
@@ -83,11 +87,20 @@ impl Vcpu {
         let src = self.src(mem, d, 1, size)?;
         let count = self.src(mem, d, 2, 1)?;
         let a = self.get(mem, dst, size)?;
-        if let Some((r, f)) = flags::double_shift(left, a, src, count, size, self.rflags) {
-            self.put(mem, dst, size, r)?;
-            self.rflags = f;
+        match flags::double_shift(left, a, src, count, size, self.rflags) {
+            Some((r, f)) => {
+                self.put(mem, dst, size, r)?;
+                self.rflags = f;
+            }
+            None => self.zero_count_writeback(dst, size, a),
         }
         Ok(Flow::Next)
+    }
+
+    fn zero_count_writeback(&mut self, dst: Loc, size: u8, v: u64) {
+        if let (Loc::Reg(r), 4) = (dst, size) {
+            self.set_reg(r, v);
+        }
     }
 
     /// Writes the double-width product/accumulator pair: AX for bytes, else rDX:rAX.
