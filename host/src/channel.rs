@@ -27,6 +27,8 @@ const REQUEST: u32 = 1;
 const REPLY: u32 = 2;
 /// The client is gone; the server stops serving this mailbox.
 const CLOSED: u32 = 3;
+/// The server is gone (it stopped or panicked): every call fails with `Transport`.
+const SERVER_GONE: u32 = 4;
 
 /// Spins before parking.
 const SPINS: u32 = 2_000;
@@ -131,12 +133,22 @@ impl Transport for Client {
         if m.state.load(Ordering::Acquire) != IDLE {
             return Err(ipc::Error::Transport);
         }
+        // A server that goes away between our check and the store below marks the
+        // mailbox SERVER_GONE after it; the compare-exchange keeps that mark.
         // SAFETY: IDLE: the client owns the buffer.
         unsafe { (&mut *m.buf.get())[..request.len()].copy_from_slice(request) };
         m.len.store(request.len() as u32, Ordering::Relaxed);
-        m.state.store(REQUEST, Ordering::Release);
+        if m.state
+            .compare_exchange(IDLE, REQUEST, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ipc::Error::Transport);
+        }
         m.server.ring();
-        wait_until(|| m.state.load(Ordering::Acquire) == REPLY);
+        wait_until(|| matches!(m.state.load(Ordering::Acquire), REPLY | SERVER_GONE));
+        if m.state.load(Ordering::Acquire) == SERVER_GONE {
+            return Err(ipc::Error::Transport);
+        }
         let len = (m.len.load(Ordering::Relaxed) as usize).min(MAX_MSG_BYTES);
         // SAFETY: REPLY: the client owns the buffer again.
         reply[..len].copy_from_slice(unsafe { &(&*m.buf.get())[..len] });
@@ -149,6 +161,18 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.mailbox.state.store(CLOSED, Ordering::Release);
         self.mailbox.server.ring();
+    }
+}
+
+impl ServerEnd {
+    /// Marks the mailbox as served by nobody (the server thread ended or panicked), so
+    /// that a waiting or future call fails with `Transport` instead of hanging.
+    pub fn server_gone(&self) {
+        let m = &*self.mailbox;
+        m.state.store(SERVER_GONE, Ordering::Release);
+        if let Some(t) = m.client.lock().map(|g| g.clone()).unwrap_or(None) {
+            t.unpark();
+        }
     }
 }
 

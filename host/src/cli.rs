@@ -156,7 +156,11 @@ pub fn run(args: &RunArgs) -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("capvisor: {e}");
-            return EXIT_START_FAILED;
+            // An mmu-server that died under a running VM is a VM failure.
+            return match e {
+                runtime::RunError::MmuServer(_) => EXIT_VM_FAILED,
+                _ => EXIT_START_FAILED,
+            };
         }
     };
     if let Some(Err(e)) = result.nx_disable {

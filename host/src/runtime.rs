@@ -98,17 +98,35 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
                 let frames = ((pool.end - pool.start) / physmem::PAGE_SIZE) as usize;
                 // Built in place on the heap: the server is large and fixed-size.
                 let mut slot = Box::new(std::mem::MaybeUninit::<MmuServer>::uninit());
-                let server = MmuServer::init_in_place(
-                    &mut slot,
-                    ServerConfig {
-                        phys: mmu_map,
-                        pool_base: pool.start,
-                        pool_frames: frames,
-                    },
-                )
-                .map_err(|e| format!("{e:?}"))?;
-                channel::serve(server, &mmu_bell, &[server_end], |_| {});
-                Ok(())
+                let ends = [server_end];
+                let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let server = MmuServer::init_in_place(
+                        &mut slot,
+                        ServerConfig {
+                            phys: mmu_map,
+                            pool_base: pool.start,
+                            pool_frames: frames,
+                        },
+                    )
+                    .map_err(|e| format!("{e:?}"))?;
+                    channel::serve(server, &mmu_bell, &ends, |_| {});
+                    Ok(())
+                }));
+                // Whatever happened, no call may wait for this server any more.
+                for end in &ends {
+                    end.server_gone();
+                }
+                match served {
+                    Ok(r) => r,
+                    Err(panic) => Err(format!(
+                        "the mmu-server panicked: {}",
+                        panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default()
+                    )),
+                }
             })
             .map_err(|e| RunError::MmuServer(e.to_string()))?;
 
@@ -118,7 +136,7 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
         match mmu_thread.join() {
             Ok(Ok(())) => result,
             Ok(Err(e)) => Err(RunError::MmuServer(e)),
-            Err(_) => Err(RunError::MmuServer("the mmu-server thread panicked".into())),
+            Err(_) => Err(RunError::MmuServer("the mmu-server thread died".into())),
         }
     })
 }

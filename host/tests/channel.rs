@@ -96,3 +96,35 @@ fn stop_ends_the_server_loop() {
     bell.stop();
     server.join().unwrap();
 }
+
+/// A server that panics on its first request.
+struct Panicking;
+
+impl Server for Panicking {
+    fn handle(&mut self, _: Badge, _: &[u8], _: &mut [u8; MAX_MSG_BYTES]) -> usize {
+        panic!("server bug")
+    }
+}
+
+#[test]
+fn a_call_to_a_dead_server_fails_instead_of_hanging() {
+    let bell = Doorbell::new();
+    let (mut a, a_end) = channel(&bell, 1);
+    let server = thread::spawn({
+        let bell = bell.clone();
+        move || {
+            let ends = [a_end];
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serve(&mut Panicking, &bell, &ends, |_| {})
+            }));
+            for e in &ends {
+                e.server_gone();
+            }
+            r.is_err()
+        }
+    });
+    assert_eq!(ipc::call(&mut a, &GetStats {}), Err(ipc::Error::Transport));
+    assert!(server.join().unwrap(), "the server panicked");
+    // Later calls fail at once.
+    assert_eq!(ipc::call(&mut a, &GetStats {}), Err(ipc::Error::Transport));
+}
