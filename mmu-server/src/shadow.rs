@@ -104,7 +104,7 @@ impl Vm {
         if write && !writable {
             // The only reason left is write tracking: the page is a guest page table.
             let own_translation = walk.as_ref().is_some_and(|w| {
-                (w.level..=w.levels).any(|l| w.table_gfns[(l - 1) as usize] == gfn)
+                (w.level.max(1)..=w.levels.min(5)).any(|l| w.table_gfns[(l - 1) as usize] == gfn)
             });
             let kind = WriteFaultKind::Indirect {
                 own_translation,

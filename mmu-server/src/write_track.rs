@@ -128,8 +128,9 @@ impl Vm {
         fl: &mut u32,
     ) -> Result<(), Error> {
         let len = req.len as u64;
+        let end = req.gpa.checked_add(len - 1).ok_or(Error::BadAddress)?;
         let first = req.gpa >> 12;
-        let last = (req.gpa + len - 1) >> 12;
+        let last = end >> 12;
         // A write that crosses into the next page is misaligned for both pages.
         let crosses = first != last;
         self.track_write_gfn(mmu, first, req.gpa, len, crosses, fl);
