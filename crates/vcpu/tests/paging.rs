@@ -434,3 +434,53 @@ fn access_rights_match_the_permission_bitmap_vectors() {
     }
     assert_eq!(checked, 5 * 12 * 8);
 }
+
+/// `translate_gpa`: the EPT walk alone, with EPT A/D updates and no guest-linear
+/// address in a violation (Table 28-7 bit 7 clear).
+#[test]
+fn translate_gpa_walks_ept_only() {
+    use common_paging::fixture::Fixture;
+    let mut f = Fixture::new(true);
+    let leaf = f.ept_map(0x7000_0000, 0x9000_0000, 0b101); // R and X, not W
+    let mut ctx = PagingContext {
+        eptp: f.eptp().map(|e| e | (1 << 6)), // EPT A/D on
+        ..PagingContext::default()
+    };
+    let mut mmu = Mmu::new();
+    let read = Access {
+        kind: AccessKind::Read,
+        implicit_supervisor: false,
+    };
+    let write = Access {
+        kind: AccessKind::Write,
+        implicit_supervisor: false,
+    };
+    assert_eq!(
+        mmu.translate_gpa(&f.map, &ctx, 0x7000_0123, read),
+        Ok(0x9000_0123)
+    );
+    assert_eq!(
+        f.r64(leaf) & (3 << 8),
+        1 << 8,
+        "A set, D clear after a read"
+    );
+    assert_eq!(
+        mmu.translate_gpa(&f.map, &ctx, 0x7000_0123, write),
+        Err(Fault::EptViolation {
+            gpa: 0x7000_0123,
+            linear: None,
+            qualification: 0b010 | (0b101 << 3),
+        })
+    );
+    // Not mapped at all: rights 0.
+    assert_eq!(
+        mmu.translate_gpa(&f.map, &ctx, 0x7100_0000, read),
+        Err(Fault::EptViolation {
+            gpa: 0x7100_0000,
+            linear: None,
+            qualification: 0b001,
+        })
+    );
+    ctx.eptp = None;
+    assert_eq!(mmu.translate_gpa(&f.map, &ctx, 0x1234, write), Ok(0x1234));
+}
