@@ -342,7 +342,14 @@ impl Vm {
         let sw = rc.fast_switch(|r| self.root_usable(mmu, r));
         self.roots = rc;
         match sw {
-            Switch::Hit => mmu.stats(self.index).root_cache_hits += 1,
+            Switch::Hit => {
+                mmu.stats(self.index).root_cache_hits += 1;
+                // `kvm_mmu_new_pgd` resets write flooding on a reused root: the guest
+                // is using that table for translation again.
+                if let Some(id) = self.roots.current.page {
+                    mmu.touch(id);
+                }
+            }
             Switch::Miss => {
                 mmu.stats(self.index).root_cache_misses += 1;
                 self.free_roots(mmu, slots::CURRENT);
