@@ -226,7 +226,11 @@ impl Vcpu {
 
     /// LEAVE: rSP = rBP; pop rBP.
     pub(crate) fn leave(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
-        let size = self.stack_op_size(d).max(2);
+        let size = match d.ins.code() {
+            iced_x86::Code::Leavew => 2,
+            iced_x86::Code::Leaved => 4,
+            _ => 8,
+        };
         let ssz = self.stack_addr_size();
         let bp = self.gpr[5] & size_mask(ssz);
         let lin = self.seg_linear(SegReg::Ss, bp, size, false)?;
