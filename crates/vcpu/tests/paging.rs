@@ -484,3 +484,75 @@ fn translate_gpa_walks_ept_only() {
     ctx.eptp = None;
     assert_eq!(mmu.translate_gpa(&f.map, &ctx, 0x1234, write), Ok(0x1234));
 }
+
+/// A/D updates are atomic (SDM 4.8): while another thread keeps flipping a software
+/// bit in the same entries, every write walk still sets A and D, and no flip is lost.
+#[test]
+fn accessed_dirty_updates_never_lose_a_concurrent_write() {
+    use common_paging::fixture::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    const BASE: u64 = 0x4000_0000;
+    const PAGES: u64 = 32;
+    const SOFT: u64 = 1 << 9; // ignored by the CPU, free for software
+    let mut f = Fixture::new(false);
+    let root = f.new_root();
+    let ptes: Vec<u64> = (0..PAGES)
+        .map(|i| f.map4k(root, BASE + i * 4096, 0x8000_0000 + i * 4096, P | RW))
+        .collect();
+    let ctx = f.ctx(root);
+    let stop = AtomicBool::new(false);
+    let total_flips = AtomicU64::new(0);
+    let map = &f.map;
+    let flips = std::thread::scope(|s| {
+        let flipper = s.spawn(|| {
+            let mut flips = vec![0u32; PAGES as usize];
+            while !stop.load(Ordering::Relaxed) {
+                for (i, &pte) in ptes.iter().enumerate() {
+                    loop {
+                        let old = map.read_u64(pte).unwrap();
+                        if map.cmpxchg_u64(pte, old, old ^ SOFT).unwrap().is_ok() {
+                            flips[i] += 1;
+                            total_flips.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+            flips
+        });
+        let mut mmu = Mmu::new();
+        // Run while the other thread is actually flipping (it may start late on a
+        // loaded machine), bounded in time.
+        let start = Instant::now();
+        let mut rounds = 0;
+        while rounds < 3000
+            || (total_flips.load(Ordering::Relaxed) < 1_000_000
+                && start.elapsed() < Duration::from_secs(3))
+        {
+            rounds += 1;
+            mmu.flush_all();
+            for (i, &pte) in ptes.iter().enumerate() {
+                // Clean the entry (atomically too), then write through it.
+                loop {
+                    let old = map.read_u64(pte).unwrap();
+                    if map.cmpxchg_u64(pte, old, old & !(A | D)).unwrap().is_ok() {
+                        break;
+                    }
+                }
+                let linear = BASE + i as u64 * 4096;
+                assert_eq!(
+                    mmu.translate(map, &ctx, linear, WRITE),
+                    Ok(0x8000_0000 + i as u64 * 4096)
+                );
+                assert_eq!(map.read_u64(pte).unwrap() & (A | D), A | D);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap()
+    });
+    for (i, &pte) in ptes.iter().enumerate() {
+        let odd = flips[i] % 2 == 1;
+        assert_eq!(map.read_u64(pte).unwrap() & SOFT != 0, odd, "entry {i}");
+    }
+}

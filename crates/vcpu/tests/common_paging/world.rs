@@ -88,8 +88,9 @@ impl World {
         };
         if let Some(ad) = ept {
             let root = w.alloc_ept_page();
-            // Memory type WB (6), walk length 4 (3 << 3), A/D in bit 6.
-            w.eptp = Some(root | 6 | (3 << 3) | if ad { 1 << 6 } else { 0 });
+            // Memory type WB (6), walk length 4 (3 << 3) or sometimes 5, A/D in bit 6.
+            let length = if w.rng.chance(20) { 4 << 3 } else { 3 << 3 };
+            w.eptp = Some(root | 6 | length | if ad { 1 << 6 } else { 0 });
         }
         w
     }
@@ -161,7 +162,7 @@ impl World {
             return 0;
         }
         let candidates: &[u32] = match (level, leaf) {
-            (4, _) => &[3, 4, 5, 6, 7, 45, 51],
+            (4 | 5, _) => &[3, 4, 5, 6, 7, 45, 51],
             (3, true) => &[13, 20, 29, 40],
             (2, true) => &[12, 16, 20, 44],
             (_, false) => &[3, 5, 6, 41],
@@ -179,7 +180,8 @@ impl World {
         }
         self.ept_regions.push((gpa, size));
         let mut table = eptp & !0xfff;
-        for l in (level + 1..=4).rev() {
+        let ept_levels = ((eptp >> 3) & 7) as u32 + 1;
+        for l in (level + 1..=ept_levels).rev() {
             let idx = (gpa >> (12 + 9 * (l - 1))) & 511;
             let entry_hpa = table + idx * 8;
             if let Some(&next) = self.ept_links.get(&entry_hpa) {
