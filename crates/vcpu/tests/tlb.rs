@@ -281,7 +281,9 @@ fn invpcid_rejects_bad_operands() {
 #[test]
 fn cr0_and_cr4_writes_flush_exactly_per_sdm_4_10_4_1() {
     // (change, must flush)
-    let cases: [(&str, fn(&mut PagingContext), bool); 9] = [
+    let cases: [(&str, fn(&mut PagingContext), bool); 11] = [
+        ("CR4.PSE 0->1", |c| c.cr4 |= 1 << 4, false),
+        ("CR4.PKE 0->1", |c| c.cr4 |= 1 << 22, false),
         ("CR0.WP 1->0", |c| c.cr0 &= !CR0_WP, false),
         ("CR4.SMAP 0->1", |c| c.cr4 |= CR4_SMAP, false),
         ("CR4.SMEP 0->1", |c| c.cr4 |= CR4_SMEP, true),
