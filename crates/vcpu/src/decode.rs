@@ -11,11 +11,11 @@ extern crate alloc;
 use alloc::boxed::Box;
 use core::ptr::NonNull;
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic, OpKind};
 use physmem::PhysMap;
 
 use crate::paging::AccessKind;
-use crate::regs::{is_canonical, SegReg};
+use crate::regs::{is_canonical, RegSlot, SegReg, REG_SLOTS};
 use crate::vcpu::{cr4, Step, Stop, Vcpu};
 
 const ENTRIES: usize = 4096;
@@ -28,6 +28,71 @@ pub(crate) struct Decoded {
     pub mnemonic: Mnemonic,
     /// Address size in bytes (2, 4, 8): the code size toggled by a 0x67 prefix.
     pub addr_size: u8,
+    /// Operand size in bytes of operand 0 (or of operand 1 when operand 0 has none).
+    pub size: u8,
+    /// Operands 0 and 1, pre-classified so the hot handlers need no iced lookups.
+    pub kind: [OpClass; 2],
+    pub slot: [RegSlot; 2],
+    /// The immediate of operand 1 (or 0), sign-extended as iced reports it.
+    pub imm: u64,
+}
+
+/// What an operand is, for the fast paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpClass {
+    /// A general-purpose register (`slot` says which part).
+    Gpr,
+    Mem,
+    Imm,
+    /// Anything else (segment/control registers, branch targets, string operands):
+    /// handlers use iced's accessors.
+    Other,
+}
+
+impl Decoded {
+    fn new(ins: Instruction, addr_size: u8) -> Decoded {
+        let mut kind = [OpClass::Other; 2];
+        let mut slot = [REG_SLOTS[0]; 2];
+        let mut imm = 0;
+        let mut sizes = [0u8; 2];
+        for i in 0..ins.op_count().min(2) {
+            match ins.op_kind(i) {
+                OpKind::Register => {
+                    let s = REG_SLOTS[ins.op_register(i) as usize];
+                    if s.size != 0 {
+                        kind[i as usize] = OpClass::Gpr;
+                        slot[i as usize] = s;
+                        sizes[i as usize] = s.size;
+                    }
+                }
+                OpKind::Memory => {
+                    kind[i as usize] = OpClass::Mem;
+                    sizes[i as usize] = ins.memory_size().size() as u8;
+                }
+                OpKind::Immediate8
+                | OpKind::Immediate16
+                | OpKind::Immediate32
+                | OpKind::Immediate64
+                | OpKind::Immediate8to16
+                | OpKind::Immediate8to32
+                | OpKind::Immediate8to64
+                | OpKind::Immediate32to64 => {
+                    kind[i as usize] = OpClass::Imm;
+                    imm = ins.immediate(i);
+                }
+                _ => {}
+            }
+        }
+        Decoded {
+            ins,
+            mnemonic: ins.mnemonic(),
+            addr_size,
+            size: if sizes[0] != 0 { sizes[0] } else { sizes[1] },
+            kind,
+            slot,
+            imm,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -73,11 +138,7 @@ impl DecodeCache {
             hpa: u64::MAX,
             gen: 0,
             bitness: 0,
-            d: Decoded {
-                ins: Instruction::default(),
-                mnemonic: Mnemonic::INVALID,
-                addr_size: 0,
-            },
+            d: Decoded::new(Instruction::default(), 0),
         };
         let entries: Box<[Entry]> = alloc::vec![empty; ENTRIES + 1].into_boxed_slice();
         // SAFETY: Box::into_raw never returns null; freed in Drop.
@@ -230,11 +291,7 @@ impl Vcpu {
                 Stop::ud()
             });
         }
-        let d = Decoded {
-            ins,
-            mnemonic: ins.mnemonic(),
-            addr_size: address_size(&buf[..n], self.bitness),
-        };
+        let d = Decoded::new(ins, address_size(&buf[..n], self.bitness));
         if ins.len() <= avail {
             let p = (hpa >> 12) as usize & (GEN_PAGES - 1);
             let dc = &mut self.dcache;

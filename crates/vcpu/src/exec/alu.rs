@@ -9,76 +9,74 @@ use super::{Flow, Loc};
 use crate::decode::Decoded;
 use crate::flags::{self, alu, AluOp, ShiftOp};
 use crate::regs::{rflags, sign_bit, sign_extend, size_mask};
+use crate::decode::OpClass;
 use crate::vcpu::{vector, Step, Stop, Vcpu};
 use iced_x86::{Mnemonic, OpKind};
 
 impl Vcpu {
     /// Two-operand ALU op; `store == false` for CMP/TEST.
     #[inline(always)]
-    pub(crate) fn alu2(
-        &mut self,
-        mem: &PhysMap,
-        d: &Decoded,
-        op: AluOp,
-        store: bool,
-    ) -> Step<Flow> {
-        let size = self.op_size(d, 0);
-        let dst = self.loc(d, 0, size, store)?;
-        let b = self.src(mem, d, 1, size)?;
-        let a = self.get(mem, dst, size)?;
-        let (r, f) = alu(op, a, b, self.cf(), size);
-        if store {
-            self.put(mem, dst, size, r)?;
+    pub(crate) fn alu2(&mut self, mem: &PhysMap, d: &Decoded, op: AluOp, store: bool) -> Step<Flow> {
+        let size = d.size;
+        let b = self.read_src(mem, d, 1, size)?;
+        let keep = self.rflags & !rflags::STATUS;
+        if !store {
+            let a = match d.kind[0] {
+                OpClass::Gpr => self.slot_get(d.slot[0]),
+                _ => {
+                    let lin = self.mem_linear(d, size, false)?;
+                    self.read_linear(mem, lin, size)?
+                }
+            };
+            let (_, f) = alu(op, a, b, self.cf(), size);
+            self.rflags = keep | f;
+            return Ok(Flow::Next);
         }
-        self.set_status(f);
-        Ok(Flow::Next)
+        self.rmw0(mem, d, size, |v, a| {
+            let (r, f) = alu(op, a, b, v.cf(), size);
+            (Some(r), keep | f)
+        })
     }
 
     /// INC/DEC: like ADD/SUB 1 but CF is preserved.
+    #[inline(always)]
     pub(crate) fn inc_dec(&mut self, mem: &PhysMap, d: &Decoded, dec: bool) -> Step<Flow> {
-        let size = self.op_size(d, 0);
-        let dst = self.loc(d, 0, size, true)?;
-        let a = self.get(mem, dst, size)?;
-        let (r, f) = alu(if dec { AluOp::Sub } else { AluOp::Add }, a, 1, false, size);
-        self.put(mem, dst, size, r)?;
-        self.rflags = (self.rflags & !(rflags::STATUS & !rflags::CF)) | (f & !rflags::CF);
-        Ok(Flow::Next)
+        let size = d.size;
+        let keep = self.rflags & !(rflags::STATUS & !rflags::CF);
+        self.rmw0(mem, d, size, |_, a| {
+            let (r, f) = alu(if dec { AluOp::Sub } else { AluOp::Add }, a, 1, false, size);
+            (Some(r), keep | (f & !rflags::CF))
+        })
     }
 
     /// NEG: 0 - dst; CF = (dst != 0).
     pub(crate) fn neg(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
-        let size = self.op_size(d, 0);
-        let dst = self.loc(d, 0, size, true)?;
-        let a = self.get(mem, dst, size)?;
-        let (r, f) = alu(AluOp::Sub, 0, a, false, size);
-        self.put(mem, dst, size, r)?;
-        self.set_status(f);
-        Ok(Flow::Next)
+        let size = d.size;
+        let keep = self.rflags & !rflags::STATUS;
+        self.rmw0(mem, d, size, |_, a| {
+            let (r, f) = alu(AluOp::Sub, 0, a, false, size);
+            (Some(r), keep | f)
+        })
     }
 
     pub(crate) fn not(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
-        let size = self.op_size(d, 0);
-        let dst = self.loc(d, 0, size, true)?;
-        let a = self.get(mem, dst, size)?;
-        self.put(mem, dst, size, !a & size_mask(size))?;
-        Ok(Flow::Next)
+        let size = d.size;
+        let fl = self.rflags;
+        self.rmw0(mem, d, size, |_, a| (Some(!a & size_mask(size)), fl))
     }
 
     /// Shifts and rotates by 1, CL or an immediate.
+    #[inline(always)]
     pub(crate) fn shift(&mut self, mem: &PhysMap, d: &Decoded, op: ShiftOp) -> Step<Flow> {
-        let size = self.op_size(d, 0);
-        let dst = self.loc(d, 0, size, true)?;
-        let count = self.src(mem, d, 1, 1)?;
-        let a = self.get(mem, dst, size)?;
-        match flags::shift(op, a, count, size, self.rflags) {
-            Some((r, f)) => {
-                self.put(mem, dst, size, r)?;
-                self.rflags = f;
-            }
-            // A zero count still writes a 32-bit register (zero-extending it).
-            None => self.zero_count_writeback(dst, size, a),
-        }
-        Ok(Flow::Next)
+        let size = d.size;
+        let count = self.read_src(mem, d, 1, 1)?;
+        let fl = self.rflags;
+        self.rmw0(mem, d, size, |_, a| match flags::shift(op, a, count, size, fl) {
+            Some((r, f)) => (Some(r), f),
+            // A zero count still writes a 32-bit register (zero-extending it); the
+            // write of a memory operand is harmless.
+            None => (Some(a), fl),
+        })
     }
 
     pub(crate) fn shxd(&mut self, mem: &PhysMap, d: &Decoded, left: bool) -> Step<Flow> {
@@ -92,15 +90,14 @@ impl Vcpu {
                 self.put(mem, dst, size, r)?;
                 self.rflags = f;
             }
-            None => self.zero_count_writeback(dst, size, a),
+            // A zero count still writes a 32-bit register (zero-extending it).
+            None => {
+                if let (Loc::Reg(r), 4) = (dst, size) {
+                    self.set_reg(r, a);
+                }
+            }
         }
         Ok(Flow::Next)
-    }
-
-    fn zero_count_writeback(&mut self, dst: Loc, size: u8, v: u64) {
-        if let (Loc::Reg(r), 4) = (dst, size) {
-            self.set_reg(r, v);
-        }
     }
 
     /// Writes the double-width product/accumulator pair: AX for bytes, else rDX:rAX.

@@ -5,7 +5,7 @@ use iced_x86::{Mnemonic, OpKind, Register};
 use physmem::PhysMap;
 
 use super::{seg_of, Flow, Loc};
-use crate::decode::Decoded;
+use crate::decode::{Decoded, OpClass};
 use crate::flags::{alu, AluOp};
 use crate::regs::{rflags, sign_extend, size_mask, SegReg};
 use crate::vcpu::{Step, Vcpu};
@@ -13,8 +13,26 @@ use crate::vcpu::{Step, Vcpu};
 impl Vcpu {
     #[inline(always)]
     pub(crate) fn mov(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
+        let size = d.size;
+        match (d.kind[0], d.kind[1]) {
+            (OpClass::Gpr, OpClass::Gpr | OpClass::Imm | OpClass::Mem) => {
+                let v = self.read_src(mem, d, 1, size)?;
+                self.slot_set(d.slot[0], v);
+            }
+            (OpClass::Mem, OpClass::Gpr | OpClass::Imm) => {
+                let v = self.read_src(mem, d, 1, size)?;
+                let lin = self.mem_linear(d, size, true)?;
+                self.write_linear(mem, lin, size, v)?;
+            }
+            _ => return self.mov_special(mem, d),
+        }
+        Ok(Flow::Next)
+    }
+
+    /// MOV with a control, debug or segment register.
+    #[inline(never)]
+    fn mov_special(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
         let ins = &d.ins;
-        // Control, debug and segment register forms.
         if ins.op0_kind() == OpKind::Register {
             let r0 = ins.op_register(0);
             if r0.is_cr() || r0.is_dr() {
@@ -33,12 +51,7 @@ impl Vcpu {
                 return self.mov_from_sreg(mem, d);
             }
         }
-        let size = self.op_size(d, 0);
-        let size = if size == 0 { self.op_size(d, 1) } else { size };
-        let v = self.src(mem, d, 1, size)?;
-        let dst = self.loc(d, 0, size, true)?;
-        self.put(mem, dst, size, v)?;
-        Ok(Flow::Next)
+        Err(self.unimplemented(mem, d))
     }
 
     pub(crate) fn movzx(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {

@@ -12,9 +12,9 @@ mod system;
 use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
 use physmem::PhysMap;
 
-use crate::decode::Decoded;
+use crate::decode::{Decoded, OpClass};
 use crate::exit::{ExitReason, UnimplementedInsn};
-use crate::regs::{rflags, size_mask, SegReg, REG_SLOTS};
+use crate::regs::{rflags, size_mask, RegSlot, SegReg, REG_SLOTS};
 use crate::vcpu::{Step, Stop, Vcpu};
 
 /// Where an operand lives once its address is computed.
@@ -113,7 +113,83 @@ impl Vcpu {
         }
     }
 
-    // ----- operands -----
+    // ----- pre-classified operands (the fast paths) -----
+
+    #[inline(always)]
+    pub(crate) fn slot_get(&self, s: RegSlot) -> u64 {
+        let v = self.gpr[s.idx as usize & 15];
+        if s.high8 {
+            (v >> 8) & 0xff
+        } else {
+            v & size_mask(s.size)
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn slot_set(&mut self, s: RegSlot, v: u64) {
+        let g = &mut self.gpr[s.idx as usize & 15];
+        match s.size {
+            8 => *g = v,
+            4 => *g = v & 0xffff_ffff,
+            2 => *g = (*g & !0xffff) | (v & 0xffff),
+            _ => {
+                if s.high8 {
+                    *g = (*g & !0xff00) | ((v & 0xff) << 8)
+                } else {
+                    *g = (*g & !0xff) | (v & 0xff)
+                }
+            }
+        }
+    }
+
+    /// Reads a source operand (`i` = 0 or 1) that is a GPR, memory or an immediate.
+    #[inline(always)]
+    pub(crate) fn read_src(&mut self, mem: &PhysMap, d: &Decoded, i: usize, size: u8) -> Step<u64> {
+        match d.kind[i] {
+            OpClass::Gpr => Ok(self.slot_get(d.slot[i])),
+            OpClass::Imm => Ok(d.imm & size_mask(size)),
+            OpClass::Mem => {
+                let lin = self.mem_linear(d, size, false)?;
+                self.read_linear(mem, lin, size)
+            }
+            OpClass::Other => self.src(mem, d, i as u32, size),
+        }
+    }
+
+    /// Read-modify-write of operand 0 (a GPR or memory): `f` gets the old value and
+    /// returns the new one (`None`: no write) and the flags to commit after the write.
+    #[inline(always)]
+    pub(crate) fn rmw0(
+        &mut self,
+        mem: &PhysMap,
+        d: &Decoded,
+        size: u8,
+        f: impl FnOnce(&mut Self, u64) -> (Option<u64>, u64),
+    ) -> Step<Flow> {
+        match d.kind[0] {
+            OpClass::Gpr => {
+                let a = self.slot_get(d.slot[0]);
+                let (r, fl) = f(self, a);
+                if let Some(r) = r {
+                    self.slot_set(d.slot[0], r);
+                }
+                self.rflags = fl;
+            }
+            OpClass::Mem => {
+                let lin = self.mem_linear(d, size, true)?;
+                let a = self.read_linear(mem, lin, size)?;
+                let (r, fl) = f(self, a);
+                if let Some(r) = r {
+                    self.write_linear(mem, lin, size, r)?;
+                }
+                self.rflags = fl;
+            }
+            _ => return Err(self.unimplemented(mem, d)),
+        }
+        Ok(Flow::Next)
+    }
+
+    // ----- operands through iced (the general paths) -----
 
     /// Operand size in bytes of operand `op` (register width or memory size).
     #[inline(always)]
