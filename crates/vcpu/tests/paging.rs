@@ -330,7 +330,9 @@ fn paging_off_without_ept_is_identity() {
 #[test]
 fn access_rights_match_the_permission_bitmap_vectors() {
     use vcpu::paging::rights::{self, Rights};
-    let vectors: [(&str, bool, bool, bool, bool, [u8; 16]); 5] = [
+    // (name, WP, NX, SMEP, SMAP, bytes)
+    type Vector = (&'static str, bool, bool, bool, bool, [u8; 16]);
+    let vectors: [Vector; 5] = [
         (
             "WP1 NX1",
             true,
@@ -400,9 +402,9 @@ fn access_rights_match_the_permission_bitmap_vectors() {
                 continue; // not an access that exists
             }
             let ctx = PagingContext {
-                cr0: (1 << 31) | (1 << 16) * u64::from(wp) | 1,
-                cr4: (1 << 5) | (1 << 20) * u64::from(smep) | (1 << 21) * u64::from(smap),
-                efer: (1 << 10) | (1 << 8) | (1 << 11) * u64::from(nx),
+                cr0: (1 << 31) | ((1 << 16) * u64::from(wp)) | 1,
+                cr4: (1 << 5) | ((1 << 20) * u64::from(smep)) | ((1 << 21) * u64::from(smap)),
+                efer: (1 << 10) | (1 << 8) | ((1 << 11) * u64::from(nx)),
                 cpl: if u { 3 } else { 0 },
                 rflags_ac: exempt,
                 ..PagingContext::default()

@@ -125,7 +125,7 @@ fn pcids_are_isolated_and_globals_are_shared() {
     // root B does not map it at all (SDM 4.10.2.4).
     assert_eq!(read(&mut mmu, &f, &b, L + 0x1000), Ok(F1 + 0x1000));
     // Back to PCID 1 with NOFLUSH after changing its PTE: PCID 1's entry is still there.
-    f.w64(pte_a, F2 + 0x3000 | P | RW);
+    f.w64(pte_a, (F2 + 0x3000) | P | RW);
     assert_eq!(
         read(&mut mmu, &f, &a, L),
         Ok(F1),
@@ -281,7 +281,8 @@ fn invpcid_rejects_bad_operands() {
 #[test]
 fn cr0_and_cr4_writes_flush_exactly_per_sdm_4_10_4_1() {
     // (change, must flush)
-    let cases: [(&str, fn(&mut PagingContext), bool); 11] = [
+    type Case = (&'static str, fn(&mut PagingContext), bool);
+    let cases: [Case; 11] = [
         ("CR4.PSE 0->1", |c| c.cr4 |= 1 << 4, false),
         ("CR4.PKE 0->1", |c| c.cr4 |= 1 << 22, false),
         ("CR0.WP 1->0", |c| c.cr0 &= !CR0_WP, false),
@@ -340,7 +341,7 @@ fn vpids_are_isolated_and_invvpid_flushes_per_type() {
     // VPID 2 never cached L: it walks and sees the new table.
     assert_eq!(read(&mut mmu, &f, &v2, L), Ok(F2));
     // Now both are cached, with different frames.
-    f.w64(pte, F1 + 0x7000 | P | RW | G);
+    f.w64(pte, (F1 + 0x7000) | P | RW | G);
     assert_eq!(read(&mut mmu, &f, &v1, L), Ok(F1));
     assert_eq!(read(&mut mmu, &f, &v2, L), Ok(F2));
     // Single context retaining globals: the global page stays.

@@ -32,7 +32,7 @@ impl RefMem {
 
     /// The qword index and bit shift of an aligned `len`-byte access, if in range.
     fn locate(&self, addr: u64, len: u64) -> Option<(usize, u64)> {
-        if addr < self.base || addr % len != 0 {
+        if addr < self.base || !addr.is_multiple_of(len) {
             return None;
         }
         let off = addr - self.base;
@@ -409,8 +409,10 @@ fn walk_wide(
     unreachable!("level 1 always maps a page")
 }
 
-/// SDM 4.6.1 (access rights) as written, then 4.6.2 (protection keys). Returns whether
+/// SDM 4.6.1 (access rights) as written, one branch per case of the prose even where
+/// two cases give the same answer, then 4.6.2 (protection keys). Returns whether
 /// the access is refused by rights, and whether by its protection key.
+#[allow(clippy::if_same_then_else, clippy::needless_bool)]
 fn refused(
     ctx: &PagingContext,
     leaf: &GuestLeaf,
