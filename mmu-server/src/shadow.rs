@@ -71,8 +71,12 @@ impl Vm {
         }
 
         let root = self.roots.current.page.ok_or(Error::InvalidState)?;
-        let root_level = mmu.sps.get(root).role.level();
-        self.make_pages_available(mmu, root_level as usize - 1, fl)?;
+        let w = walk;
+        self.make_pages_available(
+            mmu,
+            |vm, mmu| vm.shadow_missing_tables(mmu, root, linear, gpa, w.as_ref()),
+            fl,
+        )?;
         let table = self.shadow_path(mmu, root, linear, gpa, walk.as_ref(), fl)?;
 
         let (mut acc, dirty) = walk
@@ -114,6 +118,42 @@ impl Vm {
         }
         mmu.stats(self.index).page_faults_fixed += 1;
         Ok(Fault::of(FaultOutcome::Fixed))
+    }
+
+    /// How many tables [`Vm::shadow_path`] may have to make: from the first level
+    /// whose table is neither linked nor in the hash, every level below (the pool must
+    /// have that many free frames before the path is built).
+    fn shadow_missing_tables(
+        &self,
+        mmu: &Mmu,
+        root: FrameId,
+        linear: u64,
+        gpa: u64,
+        walk: Option<&GuestWalk>,
+    ) -> usize {
+        let vm = self.index;
+        let mut table = root;
+        let mut level = mmu.sps.get(root).role.level();
+        while level > 1 {
+            let index = spte::index(linear, level);
+            let (gfn, role) = child_key(mmu, table, level, index, gpa, walk);
+            let fmt = mmu.sps.get(table).format;
+            let e = mmu.read_entry(table, index);
+            let linked = if fmt.is_present(e) && !fmt.is_leaf(e, level) {
+                mmu.child_of(vm, e).filter(|&c| {
+                    let sp = mmu.sps.get(c);
+                    sp.gfn == gfn && sp.role == role
+                })
+            } else {
+                None
+            };
+            match linked.or_else(|| mmu.sps.find(vm, mmu.gen(vm), gfn, role)) {
+                Some(c) => table = c,
+                None => return (level - 1) as usize,
+            }
+            level -= 1;
+        }
+        0
     }
 
     /// Makes (or finds) the shadow tables from the root down to the 4K table that maps

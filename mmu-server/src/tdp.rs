@@ -112,7 +112,12 @@ impl Vm {
         let goal = self.max_mapping_level(mmu, gfn, fetch);
         let root = self.roots.current.page.ok_or(Error::InvalidState)?;
         let root_level = mmu.sps.get(root).role.level();
-        self.make_pages_available(mmu, (root_level - goal) as usize, fl)?;
+        let gpa = req.gpa;
+        self.make_pages_available(
+            mmu,
+            |vm, mmu| vm.tdp_missing_tables(mmu, root, gpa, goal),
+            fl,
+        )?;
 
         // Walk down to the goal level, making tables on the way.
         let mut table = root;
@@ -149,6 +154,22 @@ impl Vm {
         }
         mmu.stats(self.index).page_faults_fixed += 1;
         Ok(Fault::of(FaultOutcome::Fixed))
+    }
+
+    /// How many tables a fault at `gpa` mapping at level `goal` must make (the pool
+    /// must have that many free frames before the walk starts).
+    fn tdp_missing_tables(&self, mmu: &Mmu, root: FrameId, gpa: u64, goal: u8) -> usize {
+        let mut table = root;
+        let mut level = mmu.sps.get(root).role.level();
+        while level > goal {
+            let e = mmu.read_entry(table, spte::index(gpa, level));
+            match mmu.child_of(self.index, e) {
+                Some(c) if Format::Ept.is_present(e) && !Format::Ept.is_leaf(e, level) => table = c,
+                _ => return (level - goal) as usize,
+            }
+            level -= 1;
+        }
+        0
     }
 
     /// The table below entry `gfn` of `table` at `level`, made if absent. A huge leaf in

@@ -246,17 +246,19 @@ impl Vm {
         self.free_roots(mmu, mask);
     }
 
-    /// Makes `need` frames free: zap the least recently used pages of this VM that no
-    /// root holds (KVM's `make_mmu_pages_available`), then let go of previous roots,
-    /// least recently used first. Zapped tables may be cached by the vCPU, through any
-    /// cached root: flush the whole guest (KVM's remote flush after a zap).
+    /// Makes enough frames free for what `need` counts (recounted after every zap: a
+    /// zapped table may be one the caller's path needed): zap the least recently used
+    /// pages of this VM that no root holds (KVM's `make_mmu_pages_available`), then let
+    /// go of previous roots, least recently used first. Zapped tables may be cached by
+    /// the vCPU, through any cached root: flush the whole guest (KVM's remote flush
+    /// after a zap).
     pub fn make_pages_available(
         &mut self,
         mmu: &mut Mmu,
-        need: usize,
+        need: impl Fn(&Vm, &Mmu) -> usize,
         fl: &mut u32,
     ) -> Result<(), Error> {
-        while mmu.pool.free_frames() < need {
+        while mmu.pool.free_frames() < need(self, mmu) {
             if let Some(id) = mmu.lru_unrooted(self.index) {
                 // The page may be reachable from any cached root, under any PCID.
                 mmu.zap_page(id);
@@ -311,7 +313,7 @@ impl Vm {
         let id = match found {
             Some(id) => id,
             None => {
-                self.make_pages_available(mmu, 1, fl)?;
+                self.make_pages_available(mmu, |_, _| 1, fl)?;
                 let format = if self.tdp {
                     Format::Ept
                 } else if pae_root {

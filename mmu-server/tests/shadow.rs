@@ -660,3 +660,52 @@ fn paging_off_is_an_identity_map() {
     assert_eq!(off.root_hpa, r.root_hpa);
     assert!(m.shadow_walk(off.root_hpa, 3, 0x12_3456).is_some());
 }
+
+/// Pool exhaustion under shadow paging: the least recently used tables go (they are
+/// found again by (gfn, role) or rebuilt), a used path is never reclaimed for nothing.
+#[test]
+fn shadow_pool_exhaustion_reclaims_lru_tables() {
+    let m = Machine::new(8 << 20, 4);
+    m.vm(VM, MmuMode::Shadow, true);
+    let mut next = 0x10000;
+    m.map4(0x1000, 0x40_0000, 0x20_0000, P | RW | A | D, &mut next);
+    m.map4(0x1000, 0x40_1000, 0x20_1000, P | RW | A | D, &mut next);
+    m.map4(0x1000, 0x80_0000_0000, 0x20_2000, P | RW | A | D, &mut next);
+    let root = m.regs(VM, PE | PG | WP, 0x1000, LONG_CR4, LONG_EFER);
+    assert_eq!(
+        outcome(&m.shadow_fault(VM, 0x40_0000, 0, 0)),
+        FaultOutcome::Fixed
+    );
+    assert_eq!(m.server.borrow().free_frames(), 0);
+    let r = m.shadow_fault(VM, 0x40_1000, 0, 0);
+    assert_eq!((outcome(&r), r.flush), (FaultOutcome::Fixed, 0));
+    // Another PML4 entry: three new tables, the old ones are reclaimed.
+    let r = m.shadow_fault(VM, 0x80_0000_0000, 0, 0);
+    assert_eq!(outcome(&r), FaultOutcome::Fixed);
+    assert_eq!(r.flush, flush::GUEST);
+    assert!(m.shadow_walk(root.root_hpa, 4, 0x40_0000).is_none());
+    let leaf = m.shadow_walk(root.root_hpa, 4, 0x80_0000_0000).unwrap();
+    assert_eq!(leaf.hpa, RAM_HPA + 0x20_2000);
+    assert_eq!(m.stats(VM).shadow_pages, 4);
+    // Three frames cannot hold a root and a path: a clear error, nothing broken.
+    let m = Machine::new(8 << 20, 3);
+    m.vm(VM, MmuMode::Shadow, true);
+    let mut next = 0x10000;
+    m.map4(0x1000, 0x40_0000, 0x20_0000, P | RW | A | D, &mut next);
+    m.regs(VM, PE | PG | WP, 0x1000, LONG_CR4, LONG_EFER);
+    assert_eq!(
+        m.call(
+            VM,
+            &ShadowFault {
+                gva: 0x40_0000,
+                rip: 0,
+                error_code: 0,
+                flags: 0,
+                pkru: 0,
+                reserved: 0
+            }
+        ),
+        Err(Error::OutOfMemory)
+    );
+    assert_eq!(m.stats(VM).page_faults_fixed, 0);
+}

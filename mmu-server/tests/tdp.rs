@@ -237,6 +237,10 @@ fn pool_exhaustion_reclaims_then_fails_cleanly() {
         FaultOutcome::Fixed
     );
     assert_eq!(m.server.borrow().free_frames(), 0);
+    // A full pool is no reason to reclaim when the path exists.
+    let r = m.tdp_fault(VM, 0x4000, Q_READ);
+    assert_eq!((outcome(&r), r.flush), (FaultOutcome::Fixed, 0));
+    assert!(m.ept_walk(root.root_hpa, 0x3000).is_some());
     // The next 1-GiB region needs three new tables: the old path is reclaimed.
     let r = m.tdp_fault(VM, 0x4000_2000, Q_READ);
     assert_eq!(outcome(&r), FaultOutcome::Fixed);
