@@ -20,7 +20,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const IDLE: u32 = 0;
 const REQUEST: u32 = 1;
@@ -30,8 +30,11 @@ const CLOSED: u32 = 3;
 /// The server is gone (it stopped or panicked): every call fails with `Transport`.
 const SERVER_GONE: u32 = 4;
 
-/// Spins before parking.
-const SPINS: u32 = 2_000;
+/// How long each side polls before parking. A VM exit is usually answered within
+/// microseconds and the next one follows soon after, so a short busy wait avoids the
+/// futex wake-up and the scheduler (tens of microseconds on a loaded machine) on the
+/// hot path, while an idle server still sleeps.
+const SPIN: Duration = Duration::from_micros(200);
 
 struct Mailbox {
     state: AtomicU32,
@@ -100,14 +103,30 @@ pub fn channel(doorbell: &Arc<Doorbell>, badge: Badge) -> (Client, ServerEnd) {
     )
 }
 
+/// Polls `cond` for up to [`SPIN`]; whether it became true.
+fn spin_until(cond: &impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if cond() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return false;
+        }
+        // Let the other side run if it shares our core (the machine may have fewer
+        // free cores than runnable threads).
+        thread::yield_now();
+    }
+}
+
 /// Waits until `cond` holds: a short spin, then parking (the other side unparks us
 /// after every transition; the timeout only bounds a lost wake-up).
 fn wait_until(cond: impl Fn() -> bool) {
-    for _ in 0..SPINS {
-        if cond() {
-            return;
-        }
-        std::hint::spin_loop();
+    if spin_until(&cond) {
+        return;
     }
     while !cond() {
         thread::park_timeout(Duration::from_millis(50));
@@ -237,13 +256,7 @@ pub fn serve<S: Server>(
                 || doorbell.stop.load(Ordering::Acquire)
                 || ends.iter().all(ServerEnd::closed)
         };
-        for _ in 0..SPINS {
-            if pending() {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        if !pending() {
+        if !spin_until(&pending) {
             thread::park_timeout(Duration::from_millis(20));
         }
     }
