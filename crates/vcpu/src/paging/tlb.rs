@@ -100,8 +100,18 @@ pub struct Tlb {
     entries: [Entry; TLB_ENTRIES],
     /// Round-robin victim of each set.
     victim: [u8; TLB_SETS],
-    /// Some valid entry came from a page larger than 4K (INVLPG must then scan).
-    has_large: bool,
+    /// Valid entries that are fragments of a page larger than 4K: while there are
+    /// any, invalidating one address must scan the whole array.
+    large: u32,
+}
+
+/// Marks `e` free, keeping the count of large-page fragments.
+#[inline]
+fn kill(e: &mut Entry, large: &mut u32) {
+    if e.kind != MappingKind::Invalid && e.page_shift > 12 {
+        *large -= 1;
+    }
+    e.kind = MappingKind::Invalid;
 }
 
 impl Tlb {
@@ -109,7 +119,7 @@ impl Tlb {
         Tlb {
             entries: [Entry::EMPTY; TLB_ENTRIES],
             victim: [0; TLB_SETS],
-            has_large: false,
+            large: 0,
         }
     }
 
@@ -144,9 +154,6 @@ impl Tlb {
     /// else a free way, else the set's round-robin victim.
     #[inline]
     pub fn insert(&mut self, entry: Entry) {
-        if entry.page_shift > 12 {
-            self.has_large = true;
-        }
         let first = Self::set_of(entry.vpn);
         let same_context = |e: &Entry| {
             e.kind == entry.kind
@@ -166,34 +173,38 @@ impl Tlb {
                 self.victim[set] = ((way + 1) % TLB_WAYS) as u8;
                 first + way
             });
+        kill(&mut self.entries[slot], &mut self.large);
+        if entry.page_shift > 12 {
+            self.large += 1;
+        }
         self.entries[slot] = entry;
     }
 
     #[inline]
     pub fn invalidate_slot(&mut self, slot: usize) {
-        self.entries[slot].kind = MappingKind::Invalid;
+        kill(&mut self.entries[slot], &mut self.large);
     }
 
     /// Invalidates every entry `doomed` selects.
     pub fn invalidate_where(&mut self, doomed: impl Fn(&Entry) -> bool) {
         for e in self.entries.iter_mut() {
             if e.kind != MappingKind::Invalid && doomed(e) {
-                e.kind = MappingKind::Invalid;
+                kill(e, &mut self.large);
             }
         }
     }
 
     /// Invalidates the entries that `doomed` selects among those translating `address`
-    /// (all fragments of a large page). Only scans the whole array when a large page
-    /// was cached since the last full flush.
+    /// (all fragments of a large page). Only scans the whole array while a fragment
+    /// of a large page is cached.
     pub fn invalidate_address(&mut self, address: u64, doomed: impl Fn(&Entry) -> bool) {
-        if self.has_large {
+        if self.large > 0 {
             self.invalidate_where(|e| e.covers(address) && doomed(e));
         } else {
             let first = Self::set_of(address >> 12);
             for e in self.entries[first..first + TLB_WAYS].iter_mut() {
                 if e.kind != MappingKind::Invalid && e.covers(address) && doomed(e) {
-                    e.kind = MappingKind::Invalid;
+                    kill(e, &mut self.large);
                 }
             }
         }
@@ -204,7 +215,12 @@ impl Tlb {
         for e in self.entries.iter_mut() {
             e.kind = MappingKind::Invalid;
         }
-        self.has_large = false;
+        self.large = 0;
+    }
+
+    /// Number of valid entries that are fragments of large pages.
+    pub fn large_fragments(&self) -> u32 {
+        self.large
     }
 
     /// Number of valid entries (for tests and diagnostics).
@@ -219,5 +235,77 @@ impl Tlb {
 impl Default for Tlb {
     fn default() -> Self {
         Tlb::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(vpn: u64, pcid: u16, page_shift: u8) -> Entry {
+        Entry {
+            kind: MappingKind::Linear,
+            vpn,
+            pcid,
+            page_shift,
+            hpa_frame: vpn << 12,
+            ..Entry::EMPTY
+        }
+    }
+
+    /// The large-fragment count that decides whether an INVLPG scans stays exact
+    /// through inserts, replacements, evictions and every kind of invalidation.
+    #[test]
+    fn large_fragment_count_stays_exact() {
+        let mut tlb = Tlb::new();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let r = next();
+            let vpn = (r >> 8) % 2048;
+            match r % 6 {
+                0..=2 => tlb.insert(entry(
+                    vpn,
+                    (r >> 40) as u16 % 3,
+                    [12, 21, 30][(r >> 50) as usize % 3],
+                )),
+                3 => tlb.invalidate_address(vpn << 12, |_| true),
+                4 => tlb.invalidate_where(|e| e.pcid == (r >> 40) as u16 % 3),
+                _ => tlb.invalidate_slot((r >> 20) as usize % TLB_ENTRIES),
+            }
+            let counted = tlb
+                .entries
+                .iter()
+                .filter(|e| e.kind != MappingKind::Invalid && e.page_shift > 12)
+                .count() as u32;
+            assert_eq!(tlb.large_fragments(), counted);
+        }
+        tlb.clear();
+        assert_eq!((tlb.large_fragments(), tlb.occupancy()), (0, 0));
+    }
+
+    /// Without large pages an address is looked for in its own set only; with one,
+    /// every fragment of the large page goes.
+    #[test]
+    fn invalidate_address_finds_all_fragments() {
+        let mut tlb = Tlb::new();
+        // Fragments of one 2M page at vpn 0x200..0x400, in many sets.
+        for vpn in (0x200..0x400).step_by(7) {
+            tlb.insert(entry(vpn, 0, 21));
+        }
+        tlb.insert(entry(0x1000, 0, 12));
+        let before = tlb.occupancy();
+        tlb.invalidate_address(0x3ff << 12, |_| true);
+        assert_eq!(
+            tlb.occupancy(),
+            1,
+            "only the 4K page outside it survives ({before})"
+        );
+        assert_eq!(tlb.large_fragments(), 0);
     }
 }
