@@ -33,8 +33,13 @@ impl Bench {
         let mut ram = vec![0u64; RAM / 8];
         let mut mem = PhysMap::new();
         unsafe {
-            mem.add_region(0, NonNull::new(ram.as_mut_ptr().cast()).unwrap(), RAM as u64, true)
-                .unwrap()
+            mem.add_region(
+                0,
+                NonNull::new(ram.as_mut_ptr().cast()).unwrap(),
+                RAM as u64,
+                true,
+            )
+            .unwrap()
         };
         let b = Bench { _ram: ram, mem };
         // Guest tables: 2 MiB identity pages, except 16..48 MiB mapped with 4 KiB pages.
@@ -56,7 +61,9 @@ impl Bench {
         b.mem.write_u64(EPT_PML4, EPT_PDPT | 7).unwrap();
         b.mem.write_u64(EPT_PDPT, EPT_PD | 7).unwrap();
         for i in 0..32u64 {
-            b.mem.write_u64(EPT_PD + 8 * i, (i << 21) | (6 << 3) | (1 << 7) | 7).unwrap();
+            b.mem
+                .write_u64(EPT_PD + 8 * i, (i << 21) | (6 << 3) | (1 << 7) | 7)
+                .unwrap();
         }
         b
     }
@@ -135,7 +142,10 @@ fn page_loop() -> Vec<u8> {
 /// CPU time of this thread: the machine is shared, so wall-clock time understates
 /// what the vCPU achieves on a core of its own.
 fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9

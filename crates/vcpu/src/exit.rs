@@ -160,7 +160,7 @@ pub mod qualification {
 
     /// CLTS.
     pub const fn clts() -> u64 {
-        (CR_CLTS << 4) | 0
+        CR_CLTS << 4
     }
 
     /// LMSW with its 16-bit source; `memory` when the operand was in memory.

@@ -12,7 +12,7 @@ static PARITY: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = if (i as u8).count_ones() % 2 == 0 {
+        t[i] = if (i as u8).count_ones().is_multiple_of(2) {
             PF as u8
         } else {
             0
@@ -47,7 +47,7 @@ pub(crate) fn add(a: u64, b: u64, res: u64, size: u8) -> u64 {
     // the result does not (the carry was absorbed).
     let carry = msb((a & b) | ((a | b) & !res), size);
     let overflow = msb((a ^ res) & (b ^ res), size);
-    szp(res, size) | carry * CF | overflow * OF | ((a ^ b ^ res) & AF)
+    szp(res, size) | (carry * CF) | (overflow * OF) | ((a ^ b ^ res) & AF)
 }
 
 /// Flags of `a - b - borrow_in` = `res` (masked to `size`).
@@ -55,7 +55,7 @@ pub(crate) fn add(a: u64, b: u64, res: u64, size: u8) -> u64 {
 pub(crate) fn sub(a: u64, b: u64, res: u64, size: u8) -> u64 {
     let borrow = msb((!a & b) | ((!a | b) & res), size);
     let overflow = msb((a ^ b) & (a ^ res), size);
-    szp(res, size) | borrow * CF | overflow * OF | ((a ^ b ^ res) & AF)
+    szp(res, size) | (borrow * CF) | (overflow * OF) | ((a ^ b ^ res) & AF)
 }
 
 /// Flags of AND/OR/XOR/TEST: CF = OF = 0; AF undefined (cleared, as Intel does).
@@ -147,7 +147,7 @@ pub(crate) fn shift(op: ShiftOp, a: u64, count: u64, size: u8, flags: u64) -> Op
             let res = (wide as u64) & m;
             let cf = ((wide >> bits) & 1) as u64;
             let of = msb(res, size) ^ cf;
-            let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | cf * CF | of * OF;
+            let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | (cf * CF) | (of * OF);
             Some((res, f))
         }
         ShiftOp::Shr => {
@@ -158,7 +158,7 @@ pub(crate) fn shift(op: ShiftOp, a: u64, count: u64, size: u8, flags: u64) -> Op
                 (a >> (count - 1)) & 1
             };
             let of = msb(a, size);
-            let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | cf * CF | of * OF;
+            let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | (cf * CF) | (of * OF);
             Some((res, f))
         }
         ShiftOp::Sar => {
@@ -166,7 +166,7 @@ pub(crate) fn shift(op: ShiftOp, a: u64, count: u64, size: u8, flags: u64) -> Op
             let c = count.min(63);
             let res = ((sa >> c) as u64) & m;
             let cf = ((sa >> (c - 1).min(63)) & 1) as u64;
-            let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | cf * CF;
+            let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | (cf * CF);
             Some((res, f))
         }
         ShiftOp::Rol => {
@@ -178,7 +178,7 @@ pub(crate) fn shift(op: ShiftOp, a: u64, count: u64, size: u8, flags: u64) -> Op
             };
             let cf = res & 1;
             let of = msb(res, size) ^ cf;
-            Some((res, keep_rot | cf * CF | of * OF))
+            Some((res, keep_rot | (cf * CF) | (of * OF)))
         }
         ShiftOp::Ror => {
             let c = count % bits;
@@ -189,7 +189,7 @@ pub(crate) fn shift(op: ShiftOp, a: u64, count: u64, size: u8, flags: u64) -> Op
             };
             let cf = msb(res, size);
             let of = msb(res, size) ^ msb(res << 1, size);
-            Some((res, keep_rot | cf * CF | of * OF))
+            Some((res, keep_rot | (cf * CF) | (of * OF)))
         }
         ShiftOp::Rcl | ShiftOp::Rcr => {
             // Rotate through a (bits + 1)-bit value whose top bit is CF.
@@ -212,7 +212,7 @@ pub(crate) fn shift(op: ShiftOp, a: u64, count: u64, size: u8, flags: u64) -> Op
             } else {
                 msb(res, size) ^ msb(res << 1, size)
             };
-            Some((res, keep_rot | cf * CF | of * OF))
+            Some((res, keep_rot | (cf * CF) | (of * OF)))
         }
     }
 }
@@ -241,7 +241,10 @@ pub(crate) fn double_shift(
         // Counts are at most 63: the two-part value is enough.
         if left {
             let cat = (d << 64) | s;
-            (((cat << count) >> 64) as u64, ((cat >> (128 - count)) & 1) as u64)
+            (
+                ((cat << count) >> 64) as u64,
+                ((cat >> (128 - count)) & 1) as u64,
+            )
         } else {
             let cat = (s << 64) | d;
             ((cat >> count) as u64, ((cat >> (count - 1)) & 1) as u64)
@@ -258,10 +261,13 @@ pub(crate) fn double_shift(
                 ((shifted >> (3 * bits)) & 1) as u64,
             )
         } else {
-            (((cat >> count) as u64) & m, ((cat >> (count - 1)) & 1) as u64)
+            (
+                ((cat >> count) as u64) & m,
+                ((cat >> (count - 1)) & 1) as u64,
+            )
         }
     };
     let of = msb(res ^ (dst & m), size);
-    let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | cf * CF | of * OF;
+    let f = (flags & !crate::regs::rflags::STATUS) | szp(res, size) | (cf * CF) | (of * OF);
     Some((res, f))
 }

@@ -601,13 +601,30 @@ impl Vcpu {
 
     /// Runs the guest until a VM exit.
     pub fn run(&mut self, mem: &PhysMap) -> VmExit {
+        self.vm_transition();
         let exit = self.run_inner(mem);
+        self.vm_transition();
         self.stats.exits += 1;
         exit
     }
 
+    /// VM entry and VM exit: without "enable VPID" the vCPU runs with VPID 0, and
+    /// both transitions invalidate VPID 0's linear and combined mappings (SDM
+    /// 28.4.3.3). With a VPID nothing is invalidated.
+    fn vm_transition(&mut self) {
+        let vpid = if self.controls.enable_vpid {
+            self.controls.vpid
+        } else {
+            0
+        };
+        if vpid == 0 {
+            self.mmu.on_vm_entry_or_exit(0);
+            self.tlb.clear();
+        }
+    }
+
     fn run_inner(&mut self, mem: &PhysMap) -> VmExit {
-        if self.cr0 & cr0::PE == 0 || (self.cr0 & cr0::PG != 0 && self.cr0 & cr0::PE == 0) {
+        if self.cr0 & cr0::PE == 0 {
             // Real mode is not modelled (the guest ABI enters in protected mode).
             return VmExit::new(ExitReason::InvalidGuestState, self.rip);
         }

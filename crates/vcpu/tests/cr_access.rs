@@ -38,7 +38,10 @@ fn reads_see_owned_bits_real_and_host_bits_from_the_shadow() {
     m.cpu.set_control_registers(cr0v, cr3v, real_cr4, efer);
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::Hlt);
-    assert_eq!(m.cpu.gpr(Gpr::Rax), (real_cr0 & !(cr0::CD | cr0::NW)) | cr0::CD);
+    assert_eq!(
+        m.cpu.gpr(Gpr::Rax),
+        (real_cr0 & !(cr0::CD | cr0::NW)) | cr0::CD
+    );
     assert_eq!(m.cpu.gpr(Gpr::Rbx), real_cr4 & !cr4::VMXE);
 }
 
@@ -56,10 +59,22 @@ fn writes_of_guest_owned_bits_do_not_exit_host_owned_changes_do() {
     m.cpu.controls.cr0_read_shadow = cr0::WP | cr0::PG | cr0::PE;
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::CrAccess, "{exit:?}");
-    assert_eq!(exit.qualification, mov_cr(0, false, 0), "MOV to CR0 from RAX");
+    assert_eq!(
+        exit.qualification,
+        mov_cr(0, false, 0),
+        "MOV to CR0 from RAX"
+    );
     assert_eq!(exit.instruction_len, 3);
-    assert_ne!(m.cpu.cr0() & cr0::TS, 0, "the owned TS write went straight to CR0");
-    assert_ne!(m.cpu.cr0() & cr0::WP, 0, "the exiting write changed nothing");
+    assert_ne!(
+        m.cpu.cr0() & cr0::TS,
+        0,
+        "the owned TS write went straight to CR0"
+    );
+    assert_ne!(
+        m.cpu.cr0() & cr0::WP,
+        0,
+        "the exiting write changed nothing"
+    );
     // The VMM emulates the write: update the shadow and the real register.
     let v = m.cpu.gpr(Gpr::Rax);
     m.cpu.controls.cr0_read_shadow = v & m.cpu.controls.cr0_guest_host_mask;
@@ -84,7 +99,11 @@ fn owned_bits_keep_their_real_value_on_a_non_exiting_write() {
     m.cpu.controls.cr0_read_shadow = 0;
     assert_eq!(m.run().reason, ExitReason::Hlt);
     assert_ne!(m.cpu.cr0() & cr0::NE, 0);
-    assert_eq!(m.cpu.gpr(Gpr::Rbx) & cr0::NE, 0, "the guest still reads the shadow");
+    assert_eq!(
+        m.cpu.gpr(Gpr::Rbx) & cr0::NE,
+        0,
+        "the guest still reads the shadow"
+    );
 }
 
 #[test]
@@ -167,14 +186,23 @@ fn cr3_and_cr8_load_and_store_exiting() {
     m.cpu.controls.cr3_load_exiting = true;
     m.cpu.controls.cr8_store_exiting = true;
     let exit = m.run();
-    assert_eq!((exit.reason, exit.qualification), (ExitReason::CrAccess, mov_cr(3, true, 6)));
+    assert_eq!(
+        (exit.reason, exit.qualification),
+        (ExitReason::CrAccess, mov_cr(3, true, 6))
+    );
     m.cpu.set_gpr(Gpr::Rsi, m.cpu.cr3());
     m.cpu.advance_rip(exit.instruction_len);
     let exit = m.run();
-    assert_eq!((exit.reason, exit.qualification), (ExitReason::CrAccess, mov_cr(3, false, 6)));
+    assert_eq!(
+        (exit.reason, exit.qualification),
+        (ExitReason::CrAccess, mov_cr(3, false, 6))
+    );
     m.cpu.advance_rip(exit.instruction_len);
     let exit = m.run();
-    assert_eq!((exit.reason, exit.qualification), (ExitReason::CrAccess, mov_cr(8, true, 9)));
+    assert_eq!(
+        (exit.reason, exit.qualification),
+        (ExitReason::CrAccess, mov_cr(8, true, 9))
+    );
 }
 
 #[test]
@@ -183,12 +211,21 @@ fn cpl3_mov_to_cr_is_gp_before_any_exit() {
         a.mov(rax, cr0)?;
         a.hlt()
     });
-    m.cpu.set_segment(vcpu::SegReg::Cs, vcpu::Segment::flat(UCODE64 | 3, true, 3, true));
-    m.cpu.set_segment(vcpu::SegReg::Ss, vcpu::Segment::flat(UDATA | 3, false, 3, false));
+    m.cpu.set_segment(
+        vcpu::SegReg::Cs,
+        vcpu::Segment::flat(UCODE64 | 3, true, 3, true),
+    );
+    m.cpu.set_segment(
+        vcpu::SegReg::Ss,
+        vcpu::Segment::flat(UDATA | 3, false, 3, false),
+    );
     m.cpu.controls.exception_bitmap = 1 << 13;
     m.cpu.controls.cr0_guest_host_mask = u64::MAX;
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::ExceptionOrNmi);
-    assert_eq!(exit.interruption_info, 0x8000_0b0d, "#GP, hardware exception, error code valid");
+    assert_eq!(
+        exit.interruption_info, 0x8000_0b0d,
+        "#GP, hardware exception, error code valid"
+    );
     assert_eq!(exit.interruption_error_code, 0);
 }

@@ -74,7 +74,11 @@ fn shift_flags(s: &State, bits: u32, sar: bool) -> Option<u64> {
 
 fn rot_flags(s: &State, bits: u32, through_carry: bool) -> Option<u64> {
     let c = (s[2] & if bits == 64 { 63 } else { 31 }) as u32;
-    let effective = if through_carry && bits < 32 { c % (bits + 1) } else { c };
+    let effective = if through_carry && bits < 32 {
+        c % (bits + 1)
+    } else {
+        c
+    };
     Some(match (c, effective) {
         (0, _) => ALL,
         // RCL/RCR by a multiple of width + 1: nothing rotates, OF is undefined.
@@ -96,12 +100,20 @@ fn shxd_flags(s: &State, bits: u32) -> Option<u64> {
 
 /// Whether DIV/IDIV of the accumulator pair by rbx at `bits` raises #DE.
 fn div_faults(s: &State, bits: u32, signed: bool) -> bool {
-    let m = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let m = if bits == 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
     let d = s[1] & m;
     if d == 0 {
         return true;
     }
-    let (lo, hi) = if bits == 8 { (s[0] & 0xff, (s[0] >> 8) & 0xff) } else { (s[0] & m, s[3] & m) };
+    let (lo, hi) = if bits == 8 {
+        (s[0] & 0xff, (s[0] >> 8) & 0xff)
+    } else {
+        (s[0] & m, s[3] & m)
+    };
     let n = ((hi as u128) << bits) | lo as u128;
     if signed {
         let sh = 128 - 2 * bits;
@@ -317,7 +329,9 @@ impl Rng {
         match r % 8 {
             0 => EDGES[(r >> 8) as usize % EDGES.len()],
             1 => (r >> 8) & 0xff,
-            2 => EDGES[(r >> 8) as usize % EDGES.len()].wrapping_add((r >> 40) % 3).wrapping_sub(1),
+            2 => EDGES[(r >> 8) as usize % EDGES.len()]
+                .wrapping_add((r >> 40) % 3)
+                .wrapping_sub(1),
             _ => self.next(),
         }
     }
@@ -372,9 +386,14 @@ mod native {
             // SAFETY: the page is 4096 writable bytes; the code is far smaller.
             unsafe {
                 std::ptr::copy_nonoverlapping(code.as_ptr(), page as *mut u8, code.len());
-                assert_eq!(libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC), 0);
+                assert_eq!(
+                    libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC),
+                    0
+                );
             }
-            Trampoline { page: page as *mut u8 }
+            Trampoline {
+                page: page as *mut u8,
+            }
         }
 
         pub fn run(&self, s: &mut State) {
@@ -396,7 +415,10 @@ mod native {
 /// Runs one instruction in the model. `Err(vector)` for an exception.
 fn model(m: &mut Machine, s: &mut State) -> Result<(), u8> {
     m.long_mode(CODE);
-    for (g, v) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx].iter().zip(s.iter()) {
+    for (g, v) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx]
+        .iter()
+        .zip(s.iter())
+    {
         m.cpu.set_gpr(*g, *v);
     }
     m.cpu.set_rflags(s[4]);
@@ -438,8 +460,15 @@ fn alu_matches_host_cpu() {
                 assert_eq!(r, Err(0), "{}: expected #DE for {input:x?}", case.name);
                 continue;
             }
-            assert_eq!(r, Ok(()), "{}: unexpected exception for {input:x?}", case.name);
-            let Some(defined) = (case.defined)(&input) else { continue };
+            assert_eq!(
+                r,
+                Ok(()),
+                "{}: unexpected exception for {input:x?}",
+                case.name
+            );
+            let Some(defined) = (case.defined)(&input) else {
+                continue;
+            };
             let mut want = input;
             tramp.run(&mut want);
             assert_eq!(

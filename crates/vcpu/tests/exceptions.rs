@@ -32,7 +32,11 @@ fn divide_error_is_delivered_with_the_faulting_rip() {
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
     assert_eq!(exit.rip, HANDLERS + 3);
     let frame = m.cpu.gpr(Gpr::R15);
-    assert_eq!(frame, STACK_TOP - 40, "no error code: RIP, CS, RFLAGS, RSP, SS");
+    assert_eq!(
+        frame,
+        STACK_TOP - 40,
+        "no error code: RIP, CS, RFLAGS, RSP, SS"
+    );
     assert_eq!(m.read_u64(frame), CODE + 2, "faulting DIV");
     assert_eq!(m.read_u64(frame + 8), KCODE64 as u64);
     assert_eq!(m.read_u64(frame + 16), 0x246, "flags after the XOR");
@@ -58,7 +62,11 @@ fn page_fault_sets_cr2_and_the_error_code() {
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
     assert_eq!(m.cpu.cr2(), 0x0c80_1234);
     let frame = m.cpu.gpr(Gpr::R15);
-    assert_eq!(m.read_u64(frame), 0x2, "write to a non-present page, supervisor");
+    assert_eq!(
+        m.read_u64(frame),
+        0x2,
+        "write to a non-present page, supervisor"
+    );
     assert_eq!(m.read_u64(frame + 8), CODE + 10);
 }
 
@@ -72,21 +80,31 @@ fn user_mode_privileged_instruction_switches_to_rsp0() {
     handler(&mut m, HANDLERS);
     m.set_gate64(13, HANDLERS, 0, 0);
     m.long_mode(CODE);
-    m.cpu.set_segment(SegReg::Cs, Segment::flat(UCODE64 | 3, true, 3, true));
-    m.cpu.set_segment(SegReg::Ss, Segment::flat(UDATA | 3, false, 3, false));
+    m.cpu
+        .set_segment(SegReg::Cs, Segment::flat(UCODE64 | 3, true, 3, true));
+    m.cpu
+        .set_segment(SegReg::Ss, Segment::flat(UDATA | 3, false, 3, false));
     m.cpu.set_gpr(Gpr::Rsp, USER_STACK_TOP - 8);
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
     assert_eq!(exit.rip, HANDLERS + 3, "the handler's HLT, at CPL 0");
     assert_eq!(m.cpu.cpl(), 0);
     let frame = m.cpu.gpr(Gpr::R15);
-    assert_eq!(frame, STACK_TOP - 48, "RSP0 from the TSS, error code pushed");
+    assert_eq!(
+        frame,
+        STACK_TOP - 48,
+        "RSP0 from the TSS, error code pushed"
+    );
     assert_eq!(m.read_u64(frame), 0, "#GP(0)");
     assert_eq!(m.read_u64(frame + 8), CODE + 1);
     assert_eq!(m.read_u64(frame + 16), (UCODE64 | 3) as u64);
     assert_eq!(m.read_u64(frame + 32), USER_STACK_TOP - 8);
     assert_eq!(m.read_u64(frame + 40), (UDATA | 3) as u64);
-    assert_eq!(m.cpu.segment(SegReg::Ss).selector, 0, "null SS at the new CPL");
+    assert_eq!(
+        m.cpu.segment(SegReg::Ss).selector,
+        0,
+        "null SS at the new CPL"
+    );
 }
 
 #[test]
@@ -124,7 +142,11 @@ fn fault_while_delivering_a_page_fault_is_a_double_fault() {
     let frame = m.cpu.gpr(Gpr::R15);
     assert_eq!(frame, IST1_TOP - 48);
     assert_eq!(m.read_u64(frame), 0, "#DF error code is 0");
-    assert_eq!(m.read_u64(frame + 8), CODE + 10, "RIP of the instruction that faulted first");
+    assert_eq!(
+        m.read_u64(frame + 8),
+        CODE + 10,
+        "RIP of the instruction that faulted first"
+    );
 }
 
 #[test]
@@ -157,7 +179,11 @@ fn benign_fault_during_delivery_is_handled_serially() {
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
     let frame = m.cpu.gpr(Gpr::R15);
-    assert_eq!(m.read_u64(frame), 3 * 8 + 2, "#NP error code names IDT entry 3, EXT clear for INT3");
+    assert_eq!(
+        m.read_u64(frame),
+        3 * 8 + 2,
+        "#NP error code names IDT entry 3, EXT clear for INT3"
+    );
     assert_eq!(m.read_u64(frame + 8), CODE, "RIP of the INT3");
 }
 
@@ -204,7 +230,10 @@ fn exit_during_delivery_carries_idt_vectoring_information() {
     assert_eq!(exit.reason, ExitReason::ExceptionOrNmi);
     assert_eq!(exit.interruption_info & 0xff, 13);
     assert_eq!(exit.interruption_error_code, 3);
-    assert_eq!(exit.idt_vectoring_info, 0x8000_0300, "#DE, hardware exception, no error code");
+    assert_eq!(
+        exit.idt_vectoring_info, 0x8000_0300,
+        "#DE, hardware exception, no error code"
+    );
 }
 
 #[test]
@@ -218,16 +247,31 @@ fn injected_events_are_delivered_before_the_first_instruction() {
     m.long_mode(CODE);
     m.cpu.set_rflags(0x202);
     // External interrupt 0x30.
-    m.cpu.controls.injection = EventInjection { info: 0x8000_0030, error_code: 0, instruction_len: 0 };
+    m.cpu.controls.injection = EventInjection {
+        info: 0x8000_0030,
+        error_code: 0,
+        instruction_len: 0,
+    };
     let exit = m.run();
     assert_eq!(exit.rip, HANDLERS + 3);
     let frame = m.cpu.gpr(Gpr::R15);
-    assert_eq!(m.read_u64(frame), CODE, "RIP of the interrupted instruction");
+    assert_eq!(
+        m.read_u64(frame),
+        CODE,
+        "RIP of the interrupted instruction"
+    );
     assert_eq!(m.read_u64(frame + 16), 0x202);
-    assert_eq!(m.cpu.controls.injection.info, 0, "the valid bit is consumed");
+    assert_eq!(
+        m.cpu.controls.injection.info, 0,
+        "the valid bit is consumed"
+    );
     // A #GP with error code 0x1234.
     m.long_mode(CODE);
-    m.cpu.controls.injection = EventInjection { info: 0x8000_0b0d, error_code: 0x1234, instruction_len: 0 };
+    m.cpu.controls.injection = EventInjection {
+        info: 0x8000_0b0d,
+        error_code: 0x1234,
+        instruction_len: 0,
+    };
     let exit = m.run();
     assert_eq!(exit.rip, HANDLERS + 0x103);
     let frame = m.cpu.gpr(Gpr::R15);
@@ -243,8 +287,10 @@ fn int_n_from_user_mode_needs_gate_dpl_3() {
     m.set_gate64(13, HANDLERS + 0x100, 0, 0);
     handler(&mut m, HANDLERS + 0x100);
     m.long_mode(CODE);
-    m.cpu.set_segment(SegReg::Cs, Segment::flat(UCODE64 | 3, true, 3, true));
-    m.cpu.set_segment(SegReg::Ss, Segment::flat(UDATA | 3, false, 3, false));
+    m.cpu
+        .set_segment(SegReg::Cs, Segment::flat(UCODE64 | 3, true, 3, true));
+    m.cpu
+        .set_segment(SegReg::Ss, Segment::flat(UDATA | 3, false, 3, false));
     m.cpu.set_gpr(Gpr::Rsp, USER_STACK_TOP);
     let exit = m.run();
     assert_eq!(exit.rip, HANDLERS + 0x103, "#GP handler");
@@ -253,8 +299,10 @@ fn int_n_from_user_mode_needs_gate_dpl_3() {
     // With DPL 3 the INT reaches its handler, with RIP after the INT.
     m.set_gate64(0x80, HANDLERS, 3, 0);
     m.long_mode(CODE);
-    m.cpu.set_segment(SegReg::Cs, Segment::flat(UCODE64 | 3, true, 3, true));
-    m.cpu.set_segment(SegReg::Ss, Segment::flat(UDATA | 3, false, 3, false));
+    m.cpu
+        .set_segment(SegReg::Cs, Segment::flat(UCODE64 | 3, true, 3, true));
+    m.cpu
+        .set_segment(SegReg::Ss, Segment::flat(UDATA | 3, false, 3, false));
     m.cpu.set_gpr(Gpr::Rsp, USER_STACK_TOP);
     let exit = m.run();
     assert_eq!(exit.rip, HANDLERS + 3);
@@ -284,7 +332,12 @@ fn iretq_returns_to_user_mode_and_syscall_comes_back() {
         a.hlt()
     });
     m.long_mode(CODE);
-    m.cpu.write_msr(vcpu::msr::IA32_STAR, ((UCODE32 as u64) << 48) | ((KCODE64 as u64) << 32)).unwrap();
+    m.cpu
+        .write_msr(
+            vcpu::msr::IA32_STAR,
+            ((UCODE32 as u64) << 48) | ((KCODE64 as u64) << 32),
+        )
+        .unwrap();
     m.cpu.write_msr(vcpu::msr::IA32_LSTAR, HANDLERS).unwrap();
     m.cpu.write_msr(vcpu::msr::IA32_FMASK, 0x200).unwrap();
     let exit = m.run();
@@ -294,14 +347,19 @@ fn iretq_returns_to_user_mode_and_syscall_comes_back() {
     assert_eq!(m.cpu.gpr(Gpr::Rax), 42);
     assert_eq!(m.cpu.cpl(), 0);
     assert_eq!(m.cpu.rflags() & 0x200, 0, "SFMASK cleared IF");
-    assert_eq!(m.cpu.gpr(Gpr::Rsp), USER_STACK_TOP, "SYSCALL does not switch stacks");
+    assert_eq!(
+        m.cpu.gpr(Gpr::Rsp),
+        USER_STACK_TOP,
+        "SYSCALL does not switch stacks"
+    );
 }
 
 #[test]
 fn protected_mode_32bit_idt_delivery() {
     let mut m = Machine::new();
     // 32-bit interrupt gate for #UD at HANDLERS.
-    let gate = (HANDLERS & 0xffff) | ((KCODE32 as u64) << 16) | (0x8eu64 << 40) | ((HANDLERS >> 16) << 48);
+    let gate =
+        (HANDLERS & 0xffff) | ((KCODE32 as u64) << 16) | (0x8eu64 << 40) | ((HANDLERS >> 16) << 48);
     m.write_u64(IDT, 0);
     m.write_u64(IDT + 6 * 8, gate);
     m.code32(CODE, |a| {
@@ -313,9 +371,16 @@ fn protected_mode_32bit_idt_delivery() {
         a.hlt()
     });
     m.cpu.reset_multiboot(CODE as u32, 0);
-    m.cpu.set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
-    m.cpu.set_gdtr(vcpu::DescriptorTable { base: GDT, limit: 0x47 });
-    m.cpu.set_idtr(vcpu::DescriptorTable { base: IDT, limit: 0x7ff });
+    m.cpu
+        .set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
+    m.cpu.set_gdtr(vcpu::DescriptorTable {
+        base: GDT,
+        limit: 0x47,
+    });
+    m.cpu.set_idtr(vcpu::DescriptorTable {
+        base: IDT,
+        limit: 0x7ff,
+    });
     m.cpu.set_rflags(0x202);
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");

@@ -56,7 +56,11 @@ fn io_bitmap_lets_unlisted_ports_through() {
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::IoInstruction);
     assert_eq!(exit.qualification >> 16, 0x3f8);
-    assert_eq!(m.cpu.gpr(Gpr::Rax), 0xffff_ffff, "no device at 0x80 reads all ones");
+    assert_eq!(
+        m.cpu.gpr(Gpr::Rax),
+        0xffff_ffff,
+        "no device at 0x80 reads all ones"
+    );
 }
 
 #[test]
@@ -99,7 +103,11 @@ fn cpuid_vmcall_rdmsr_exit_and_hlt_without_exiting_halts() {
     assert_eq!(exit.reason, ExitReason::Halted);
     assert!(m.cpu.is_halted());
     assert_eq!(m.cpu.rip(), CODE + 2 + 3 + 5 + 2 + 1, "HLT completed");
-    assert_eq!(m.run().reason, ExitReason::Halted, "stays halted without an event");
+    assert_eq!(
+        m.run().reason,
+        ExitReason::Halted,
+        "stays halted without an event"
+    );
 }
 
 #[test]
@@ -135,7 +143,11 @@ fn unimplemented_instruction_is_a_precise_exit() {
     let u = exit.unimplemented.expect("details");
     assert_eq!(u.mnemonic, Mnemonic::Addps);
     assert_eq!(&u.bytes[..u.len as usize], &[0x0f, 0x58, 0xc1]);
-    assert_eq!(m.cpu.gpr(Gpr::Rax), 1, "the instruction before ran, nothing after");
+    assert_eq!(
+        m.cpu.gpr(Gpr::Rax),
+        1,
+        "the instruction before ran, nothing after"
+    );
     assert_eq!(m.cpu.rip(), CODE + 3);
 }
 
@@ -148,7 +160,10 @@ fn invlpg_exiting_reports_the_linear_address() {
     });
     m.cpu.controls.invlpg_exiting = true;
     let exit = m.run();
-    assert_eq!((exit.reason, exit.qualification), (ExitReason::Invlpg, 0x12_3466));
+    assert_eq!(
+        (exit.reason, exit.qualification),
+        (ExitReason::Invlpg, 0x12_3466)
+    );
 }
 
 #[test]
@@ -162,7 +177,11 @@ fn interrupt_window_opens_after_the_sti_shadow() {
     m.cpu.controls.interrupt_window_exiting = true;
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::InterruptWindow);
-    assert_eq!(exit.rip, CODE + 2, "not before the instruction after STI completes");
+    assert_eq!(
+        exit.rip,
+        CODE + 2,
+        "not before the instruction after STI completes"
+    );
 }
 
 #[test]
@@ -203,7 +222,10 @@ fn ept_violation_exit_names_the_guest_physical_address() {
     m.write_u64(EPT + 0x1000, (EPT + 0x2000) | 7);
     for i in 0..4u64 {
         let perms = if i == 2 { 1 } else { 7 };
-        m.write_u64(EPT + 0x2000 + 8 * i, (i << 21) | (6 << 3) | (1 << 7) | perms);
+        m.write_u64(
+            EPT + 0x2000 + 8 * i,
+            (i << 21) | (6 << 3) | (1 << 7) | perms,
+        );
     }
     m.code64(CODE, |a| {
         a.mov(rax, 0x40_0010u64)?;

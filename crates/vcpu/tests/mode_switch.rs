@@ -73,7 +73,11 @@ fn boot_stub_enters_long_mode_with_msr_exits() {
     let exit = run_handling_msrs(&mut m);
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
     assert_eq!(exit.rip, LONG_ENTRY + 10);
-    assert_ne!(m.cpu.efer() & efer::LMA, 0, "CR0.PG with EFER.LME activates IA-32e mode");
+    assert_ne!(
+        m.cpu.efer() & efer::LMA,
+        0,
+        "CR0.PG with EFER.LME activates IA-32e mode"
+    );
     assert_eq!(m.cpu.segment(SegReg::Cs).selector, KCODE64);
     // A 64-bit immediate load only works in 64-bit mode.
     assert_eq!(m.cpu.gpr(Gpr::Rax), 0x1122_3344_5566_7788);

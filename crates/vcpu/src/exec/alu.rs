@@ -7,16 +7,22 @@ use physmem::PhysMap;
 
 use super::{Flow, Loc};
 use crate::decode::Decoded;
+use crate::decode::OpClass;
 use crate::flags::{self, alu, AluOp, ShiftOp};
 use crate::regs::{rflags, sign_bit, sign_extend, size_mask};
-use crate::decode::OpClass;
 use crate::vcpu::{vector, Step, Stop, Vcpu};
 use iced_x86::{Mnemonic, OpKind};
 
 impl Vcpu {
     /// Two-operand ALU op; `store == false` for CMP/TEST.
     #[inline(always)]
-    pub(crate) fn alu2(&mut self, mem: &PhysMap, d: &Decoded, op: AluOp, store: bool) -> Step<Flow> {
+    pub(crate) fn alu2(
+        &mut self,
+        mem: &PhysMap,
+        d: &Decoded,
+        op: AluOp,
+        store: bool,
+    ) -> Step<Flow> {
         let size = d.size;
         let b = self.read_src(mem, d, 1, size)?;
         let keep = self.rflags & !rflags::STATUS;
@@ -71,11 +77,13 @@ impl Vcpu {
         let size = d.size;
         let count = self.read_src(mem, d, 1, 1)?;
         let fl = self.rflags;
-        self.rmw0(mem, d, size, |_, a| match flags::shift(op, a, count, size, fl) {
-            Some((r, f)) => (Some(r), f),
-            // A zero count still writes a 32-bit register (zero-extending it); the
-            // write of a memory operand is harmless.
-            None => (Some(a), fl),
+        self.rmw0(mem, d, size, |_, a| {
+            match flags::shift(op, a, count, size, fl) {
+                Some((r, f)) => (Some(r), f),
+                // A zero count still writes a 32-bit register (zero-extending it); the
+                // write of a memory operand is harmless.
+                None => (Some(a), fl),
+            }
         })
     }
 
@@ -239,7 +247,7 @@ impl Vcpu {
         if kind != 0 {
             self.put(mem, dst, size, nv)?;
         }
-        self.rflags = (self.rflags & !rflags::CF) | set * rflags::CF;
+        self.rflags = (self.rflags & !rflags::CF) | (set * rflags::CF);
         Ok(Flow::Next)
     }
 
@@ -276,7 +284,7 @@ impl Vcpu {
                 };
                 (
                     r,
-                    (v == 0) as u64 * rflags::CF | (r == 0) as u64 * rflags::ZF,
+                    ((v == 0) as u64 * rflags::CF) | ((r == 0) as u64 * rflags::ZF),
                 )
             }
             Mnemonic::Lzcnt => {
@@ -287,7 +295,7 @@ impl Vcpu {
                 };
                 (
                     r,
-                    (v == 0) as u64 * rflags::CF | (r == 0) as u64 * rflags::ZF,
+                    ((v == 0) as u64 * rflags::CF) | ((r == 0) as u64 * rflags::ZF),
                 )
             }
             _ => (v.count_ones() as u64, (v == 0) as u64 * rflags::ZF),

@@ -57,7 +57,7 @@ impl Vcpu {
         let d = unsafe { &*d };
         self.cur_len = d.ins.len() as u8;
         let blocking = self.interruptibility;
-        match self.exec(mem, &d)? {
+        match self.exec(mem, d)? {
             Flow::Next => self.rip = self.wrap_ip(d.ins.next_ip()),
             Flow::Jumped => {}
         }

@@ -47,10 +47,19 @@ impl Machine {
         let mut ram = vec![0u64; RAM_SIZE / 8];
         let mut mem = PhysMap::new();
         unsafe {
-            mem.add_region(0, NonNull::new(ram.as_mut_ptr().cast()).unwrap(), RAM_SIZE as u64, true)
-                .unwrap();
+            mem.add_region(
+                0,
+                NonNull::new(ram.as_mut_ptr().cast()).unwrap(),
+                RAM_SIZE as u64,
+                true,
+            )
+            .unwrap();
         }
-        let mut m = Machine { ram, mem, cpu: Vcpu::new() };
+        let mut m = Machine {
+            ram,
+            mem,
+            cpu: Vcpu::new(),
+        };
         m.build_tables();
         m
     }
@@ -122,22 +131,41 @@ impl Machine {
         for s in [SegReg::Ss, SegReg::Ds, SegReg::Es, SegReg::Fs, SegReg::Gs] {
             c.set_segment(s, Segment::flat(KDATA, false, 0, false));
         }
-        c.set_gdtr(DescriptorTable { base: GDT, limit: 0x47 });
-        c.set_idtr(DescriptorTable { base: IDT, limit: 0xfff });
-        c.set_tr(Segment { selector: TSS_SEL, base: TSS, limit: 0x67, access: 0x8b });
+        c.set_gdtr(DescriptorTable {
+            base: GDT,
+            limit: 0x47,
+        });
+        c.set_idtr(DescriptorTable {
+            base: IDT,
+            limit: 0xfff,
+        });
+        c.set_tr(Segment {
+            selector: TSS_SEL,
+            base: TSS,
+            limit: 0x67,
+            access: 0x8b,
+        });
         c.set_rip(rip);
         c.set_gpr(vcpu::Gpr::Rsp, STACK_TOP);
         c.set_rflags(0x2);
     }
 
     /// Assembles 64-bit code at `at`, writes it, returns its length.
-    pub fn code64(&mut self, at: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> usize {
+    pub fn code64(
+        &mut self,
+        at: u64,
+        f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    ) -> usize {
         let bytes = asm(64, at, f);
         self.write(at, &bytes);
         bytes.len()
     }
 
-    pub fn code32(&mut self, at: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> usize {
+    pub fn code32(
+        &mut self,
+        at: u64,
+        f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+    ) -> usize {
         let bytes = asm(32, at, f);
         self.write(at, &bytes);
         bytes.len()
@@ -152,7 +180,11 @@ impl Machine {
     }
 }
 
-pub fn asm(bitness: u32, at: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+pub fn asm(
+    bitness: u32,
+    at: u64,
+    f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) -> Vec<u8> {
     let mut a = CodeAssembler::new(bitness).unwrap();
     f(&mut a).unwrap();
     a.assemble(at).unwrap()
