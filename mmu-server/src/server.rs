@@ -251,3 +251,152 @@ impl ipc::Server for MmuServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Write tracking under TDP: nothing in this server tracks gfns of a TDP VM yet
+    //! (no nested paging, no external tracker), so the paths that honour tracking in
+    //! the TDP fault are exercised by tracking a gfn by hand.
+    extern crate std;
+    use super::*;
+    use crate::role::PageRole;
+    use crate::spte::Format;
+    use crate::tdp::qual;
+    use core::ptr::NonNull;
+    use ipc::{AddMemSlot, CreateVm, FaultOutcome, SetGuestRegs, TdpFault};
+    use std::boxed::Box;
+    use std::vec;
+
+    const RAM_HPA: u64 = 0x1_0000_0000;
+    const POOL_HPA: u64 = 0x80_0000_0000;
+
+    fn fault(s: &mut MmuServer, gpa: u64, q: u64) -> FaultReply {
+        let mut reply = [0u8; MAX_MSG_BYTES];
+        let req = MmuRequest::TdpFault(TdpFault {
+            gpa,
+            gla: gpa,
+            qualification: q,
+            rip: 0x1000,
+        });
+        let n = s.dispatch(1, req, &mut reply).unwrap();
+        ipc::decode_reply::<TdpFault>(&reply[..n]).unwrap()
+    }
+
+    #[test]
+    fn tracked_gfns_limit_tdp_mappings_and_follow_the_direct_retry_rule() {
+        let mut ram = vec![0u64; (4 << 20) / 8];
+        let mut pool = vec![0u64; 32 * 512];
+        let mut phys = PhysMap::new();
+        unsafe {
+            phys.add_region(
+                RAM_HPA,
+                NonNull::new(ram.as_mut_ptr().cast()).unwrap(),
+                4 << 20,
+                true,
+            )
+            .unwrap();
+            phys.add_region(
+                POOL_HPA,
+                NonNull::new(pool.as_mut_ptr().cast()).unwrap(),
+                32 * 4096,
+                true,
+            )
+            .unwrap();
+        }
+        let mut slot = Box::<MmuServer>::new_uninit();
+        let config = ServerConfig {
+            phys,
+            pool_base: POOL_HPA,
+            pool_frames: 32,
+        };
+        MmuServer::init_in_place(&mut slot, config).unwrap();
+        let mut s = unsafe { slot.assume_init() };
+        let mut reply = [0u8; MAX_MSG_BYTES];
+        let create = CreateVm {
+            mmu_mode: 0,
+            root_reuse: 1,
+            flags: 0,
+            reserved: 0,
+        };
+        s.dispatch(1, MmuRequest::CreateVm(create), &mut reply)
+            .unwrap();
+        let slot = AddMemSlot {
+            base_gfn: 0,
+            npages: 1024,
+            host_base: RAM_HPA,
+            kind: 0,
+            reserved: 0,
+        };
+        s.dispatch(1, MmuRequest::AddMemSlot(slot), &mut reply)
+            .unwrap();
+        let regs = SetGuestRegs {
+            cr0: 0x8001_0001,
+            cr3: 0x1000,
+            cr4: 0x20,
+            efer: 0xD00,
+        };
+        s.dispatch(1, MmuRequest::SetGuestRegs(regs), &mut reply)
+            .unwrap();
+
+        // Untracked: a 2M page.
+        assert_eq!(
+            fault(&mut s, 0x20_5000, qual::WRITE).outcome,
+            FaultOutcome::Fixed as u32
+        );
+        assert_eq!(s.stats(1).unwrap().pages_2m, 1);
+
+        // Track gfn 0x105 (as a shadow of a guest table would): its 2M range maps 4K,
+        // and it is never writable.
+        let mut fl = 0;
+        let role = PageRole::default().with_level(1).with_access(7);
+        let id = s
+            .mmu
+            .new_page(
+                0,
+                0x105,
+                role,
+                Format::Ia32e,
+                true,
+                Some(RAM_HPA + 0x10_5000),
+                &mut fl,
+            )
+            .unwrap();
+        assert!(s.mmu.sps.get(id).has_gptes());
+        let r = fault(&mut s, 0x10_6000, qual::WRITE);
+        assert_eq!(r.outcome, FaultOutcome::Fixed as u32);
+        assert_eq!(
+            s.stats(1).unwrap().pages_2m,
+            1,
+            "no 2M page over a tracked gfn"
+        );
+        // A write to the tracked gfn itself: a plain data write is emulated ...
+        let r = fault(
+            &mut s,
+            0x10_5008,
+            qual::WRITE | qual::GLA_VALID | qual::GLA_TRANSLATED,
+        );
+        assert_eq!(r.outcome, FaultOutcome::Emulate as u32);
+        // ... a write the CPU made while walking the guest's tables retries after
+        // unprotecting (KVM's is_write_to_guest_page_table).
+        let r = fault(&mut s, 0x10_5010, qual::WRITE | qual::GLA_VALID);
+        assert_eq!(r.outcome, FaultOutcome::Retry as u32);
+        assert!(!s.mmu.sps.get(id).in_use, "unprotected");
+        let st = s.stats(1).unwrap();
+        assert_eq!(
+            (st.write_protect_faults, st.unprotect_retries, st.emulations),
+            (2, 1, 1)
+        );
+        // Untracked again: the write maps writable, and the 4K table gives way to a
+        // 2M page.
+        let r = fault(&mut s, 0x10_5010, qual::WRITE);
+        assert_eq!(r.outcome, FaultOutcome::Fixed as u32);
+        assert_eq!(
+            r.flush & ipc::flush::GUEST,
+            ipc::flush::GUEST,
+            "a table was freed"
+        );
+        assert_eq!(s.stats(1).unwrap().pages_2m, 2);
+        drop(s);
+        drop((ram, pool));
+    }
+}
