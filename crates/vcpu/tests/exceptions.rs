@@ -390,3 +390,111 @@ fn protected_mode_32bit_idt_delivery() {
     assert_eq!(m.read_u32(frame + 4), KCODE32 as u32);
     assert_eq!(m.read_u32(frame + 8), 0x202);
 }
+
+#[test]
+fn fpu_and_sse_instructions_fault_as_cr0_and_cr4_say() {
+    use vcpu::{cr0, cr4};
+    let run = |cr0_extra: u64,
+               cr4_extra: u64,
+               f: fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>| {
+        let mut m = Machine::new();
+        m.code64(CODE, f);
+        m.long_mode(CODE);
+        let (c0, c3, c4, e) = (m.cpu.cr0(), m.cpu.cr3(), m.cpu.cr4(), m.cpu.efer());
+        m.cpu
+            .set_control_registers(c0 | cr0_extra, c3, c4 | cr4_extra, e);
+        m.cpu.controls.exception_bitmap = u32::MAX;
+        let exit = m.run();
+        (exit.reason, exit.interruption_info & 0xff)
+    };
+    let sse: fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError> = |a| a.addps(xmm0, xmm1);
+    let x87: fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError> = |a| a.fld1();
+    let ex = ExitReason::ExceptionOrNmi;
+    assert_eq!(run(cr0::TS, cr4::OSFXSR, sse), (ex, 7), "lazy FPU: #NM");
+    assert_eq!(
+        run(cr0::EM, cr4::OSFXSR, sse),
+        (ex, 6),
+        "SSE with CR0.EM: #UD"
+    );
+    assert_eq!(run(0, 0, sse), (ex, 6), "SSE without CR4.OSFXSR: #UD");
+    assert_eq!(run(cr0::EM, 0, x87), (ex, 7), "x87 with CR0.EM: #NM");
+    assert_eq!(run(0, cr4::OSFXSR, sse).0, ExitReason::Unimplemented);
+    let wait: fn(&mut CodeAssembler) -> Result<(), iced_x86::IcedError> = |a| a.wait();
+    assert_eq!(
+        run(cr0::TS | cr0::MP, 0, wait),
+        (ex, 7),
+        "WAIT with MP and TS: #NM"
+    );
+}
+
+#[test]
+fn sysenter_and_sysexit_round_trip_in_protected_mode() {
+    let mut m = Machine::new();
+    // SYSENTER_CS = 0x40 (kernel code 32); SS = 0x48 must follow it: put a data
+    // descriptor there, and user code/data at 0x50/0x58 for SYSEXIT.
+    m.write_u64(GDT + 0x48, desc(0x92, 0xc));
+    m.write_u64(GDT + 0x50, desc(0xfa, 0xc));
+    m.write_u64(GDT + 0x58, desc(0xf2, 0xc));
+    m.code32(CODE, |a| {
+        a.mov(ecx, 0x7000)?;
+        a.mov(edx, (CODE + 0x80) as u32)?;
+        a.sysexit()
+    });
+    m.code32(CODE + 0x80, |a| {
+        a.mov(ebx, 7)?;
+        a.sysenter()
+    });
+    m.code32(HANDLERS, |a| {
+        a.mov(esi, esp)?;
+        a.hlt()
+    });
+    m.cpu.reset_multiboot(CODE as u32, 0);
+    m.cpu
+        .set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
+    m.cpu.set_gdtr(vcpu::DescriptorTable {
+        base: GDT,
+        limit: 0x5f,
+    });
+    m.cpu
+        .write_msr(vcpu::msr::IA32_SYSENTER_CS, KCODE32 as u64)
+        .unwrap();
+    m.cpu
+        .write_msr(vcpu::msr::IA32_SYSENTER_EIP, HANDLERS)
+        .unwrap();
+    m.cpu
+        .write_msr(vcpu::msr::IA32_SYSENTER_ESP, 0x9000)
+        .unwrap();
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
+    assert_eq!(m.cpu.gpr(Gpr::Rbx), 7, "user code ran");
+    assert_eq!(m.cpu.gpr(Gpr::Rsi), 0x9000);
+    assert_eq!(m.cpu.segment(SegReg::Ss).selector, 0x48);
+}
+
+#[test]
+fn pushad_popad_in_32bit_code() {
+    let mut m = Machine::new();
+    m.code32(CODE, |a| {
+        a.mov(esp, 0x8000)?;
+        a.mov(eax, 1)?;
+        a.mov(ecx, 2)?;
+        a.mov(edi, 8)?;
+        a.pushad()?;
+        a.xor(eax, eax)?;
+        a.xor(edi, edi)?;
+        a.popad()?;
+        a.hlt()
+    });
+    m.cpu.reset_multiboot(CODE as u32, 0);
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
+    assert_eq!(m.cpu.gpr(Gpr::Rax), 1);
+    assert_eq!(m.cpu.gpr(Gpr::Rcx), 2);
+    assert_eq!(m.cpu.gpr(Gpr::Rdi), 8);
+    assert_eq!(m.cpu.gpr(Gpr::Rsp), 0x8000);
+    assert_eq!(
+        m.read_u32(0x8000 - 20),
+        0x8000,
+        "the saved ESP is the original"
+    );
+}

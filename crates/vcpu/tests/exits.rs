@@ -137,6 +137,11 @@ fn unimplemented_instruction_is_a_precise_exit() {
         a.addps(xmm0, xmm1)?;
         a.hlt()
     });
+    // With SSE enabled (CR4.OSFXSR) the instruction does not fault: it is simply
+    // outside the model.
+    let (c0, c3, c4, e) = (m.cpu.cr0(), m.cpu.cr3(), m.cpu.cr4(), m.cpu.efer());
+    m.cpu
+        .set_control_registers(c0, c3, c4 | vcpu::cr4::OSFXSR, e);
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::Unimplemented);
     assert_eq!(exit.rip, CODE + 3);
@@ -244,4 +249,17 @@ fn ept_violation_exit_names_the_guest_physical_address() {
     // Write access, the entry allowed read only, linear address valid, final translation.
     assert_eq!(exit.qualification & 0x2, 0x2);
     assert_eq!(exit.qualification & (1 << 7 | 1 << 8), 1 << 7 | 1 << 8);
+}
+
+#[test]
+fn vmx_instructions_exit_unconditionally() {
+    let mut m = machine(|a| {
+        a.vmxoff()?;
+        a.hlt()
+    });
+    let exit = m.run();
+    assert_eq!(
+        (exit.reason, exit.reason.number(), exit.instruction_len),
+        (ExitReason::Vmxoff, 26, 3)
+    );
 }

@@ -524,6 +524,64 @@ impl Vcpu {
     }
 }
 
+impl Vcpu {
+    /// SYSENTER (SDM Vol. 2B): CPL 0 flat segments from IA32_SYSENTER_CS, RSP/RIP
+    /// from the SYSENTER MSRs; 64-bit code when IA-32e mode is active.
+    pub(crate) fn sysenter(&mut self) -> Step<Flow> {
+        let cs_sel = (self.msr.sysenter_cs & 0xfffc) as u16;
+        if cs_sel == 0 {
+            return Err(Stop::gp0());
+        }
+        let long = self.long_mode_active();
+        self.rflags &= !(rflags::VM | rflags::IF | rflags::RF);
+        self.seg[SegReg::Cs as usize] = Segment::flat(cs_sel, true, 0, long);
+        self.seg[SegReg::Ss as usize] = Segment::flat(cs_sel + 8, false, 0, false);
+        self.update_bitness();
+        self.paging_changed();
+        self.rip = if long {
+            self.msr.sysenter_eip
+        } else {
+            self.msr.sysenter_eip & 0xffff_ffff
+        };
+        self.gpr[4] = if long {
+            self.msr.sysenter_esp
+        } else {
+            self.msr.sysenter_esp & 0xffff_ffff
+        };
+        Ok(Flow::Jumped)
+    }
+
+    /// SYSEXIT (SDM Vol. 2B): back to CPL 3 at RDX/RCX (REX.W: 64-bit code).
+    pub(crate) fn sysexit(&mut self, d: &Decoded) -> Step<Flow> {
+        let base = (self.msr.sysenter_cs & 0xfffc) as u16;
+        if base == 0 || self.cr0 & crate::vcpu::cr0::PE == 0 {
+            return Err(Stop::gp0());
+        }
+        self.require_cpl0()?;
+        let to64 = d.mnemonic == Mnemonic::Sysexitq;
+        if to64 && (!is_canonical(self.gpr[2], false) || !is_canonical(self.gpr[1], false)) {
+            return Err(Stop::gp0());
+        }
+        let (cs_sel, ss_sel) = if to64 {
+            (base + 32, base + 40)
+        } else {
+            (base + 16, base + 24)
+        };
+        let mut cs = Segment::flat(cs_sel | 3, true, 3, to64);
+        if !to64 {
+            cs.access |= access::DB;
+        }
+        self.seg[SegReg::Cs as usize] = cs;
+        self.seg[SegReg::Ss as usize] = Segment::flat(ss_sel | 3, false, 3, false);
+        let mask = if to64 { u64::MAX } else { 0xffff_ffff };
+        self.rip = self.gpr[2] & mask;
+        self.gpr[4] = self.gpr[1] & mask;
+        self.update_bitness();
+        self.paging_changed();
+        Ok(Flow::Jumped)
+    }
+}
+
 /// Whether a JMP/CALL memory operand is a far pointer (m16:16/32/64).
 fn is_far_memory(d: &Decoded) -> bool {
     matches!(

@@ -419,4 +419,42 @@ impl Vcpu {
             }
         }
     }
+
+    /// PUSHA/PUSHAD (not in 64-bit mode): AX, CX, DX, BX, the original SP, BP, SI, DI.
+    pub(crate) fn pusha(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
+        if self.bitness == 64 {
+            return Err(crate::vcpu::Stop::ud());
+        }
+        let size: u8 = if d.mnemonic == Mnemonic::Pushad { 4 } else { 2 };
+        let old = self.gpr[4];
+        let top = self.sp_plus(-(8 * size as i64));
+        let lin = self.seg_linear(SegReg::Ss, top, 8 * size, true)?;
+        self.probe_write(mem, lin, 8 * size as u64, false)?;
+        for i in 0..8 {
+            let v = if i == 4 { old } else { self.gpr[i] };
+            self.push(mem, size, v & size_mask(size))?;
+        }
+        Ok(Flow::Next)
+    }
+
+    /// POPA/POPAD: the saved SP is skipped.
+    pub(crate) fn popa(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
+        if self.bitness == 64 {
+            return Err(crate::vcpu::Stop::ud());
+        }
+        let size: u8 = if d.mnemonic == Mnemonic::Popad { 4 } else { 2 };
+        let mut vals = [0u64; 8];
+        for (k, v) in vals.iter_mut().enumerate() {
+            *v = self.peek(mem, (k as i64) * size as i64, size)?;
+        }
+        for (k, v) in vals.iter().enumerate() {
+            let reg = 7 - k;
+            if reg != 4 {
+                self.set_gpr_sized(reg, size, *v);
+            }
+        }
+        let sp = self.sp_plus(8 * size as i64);
+        self.set_sp(sp);
+        Ok(Flow::Next)
+    }
 }

@@ -547,6 +547,26 @@ impl Vcpu {
             M::Xlatb => self.xlat(mem, d),
             M::Cpuid => Err(self.instruction_exit(ExitReason::Cpuid, 0)),
             M::Vmcall => Err(self.instruction_exit(ExitReason::Vmcall, 0)),
+            // VMX instructions exit unconditionally in VMX non-root operation (SDM
+            // 26.1.2); the VMM emulates them (or injects #UD).
+            M::Vmclear => Err(self.instruction_exit(ExitReason::Vmclear, 0)),
+            M::Vmlaunch => Err(self.instruction_exit(ExitReason::Vmlaunch, 0)),
+            M::Vmptrld => Err(self.instruction_exit(ExitReason::Vmptrld, 0)),
+            M::Vmptrst => Err(self.instruction_exit(ExitReason::Vmptrst, 0)),
+            M::Vmread => Err(self.instruction_exit(ExitReason::Vmread, 0)),
+            M::Vmresume => Err(self.instruction_exit(ExitReason::Vmresume, 0)),
+            M::Vmwrite => Err(self.instruction_exit(ExitReason::Vmwrite, 0)),
+            M::Vmxoff => Err(self.instruction_exit(ExitReason::Vmxoff, 0)),
+            M::Vmxon => Err(self.instruction_exit(ExitReason::Vmxon, 0)),
+            M::Invept => Err(self.instruction_exit(ExitReason::Invept, 0)),
+            M::Invvpid => Err(self.instruction_exit(ExitReason::Invvpid, 0)),
+            M::Vmfunc => Err(self.instruction_exit(ExitReason::Vmfunc, 0)),
+            M::Sysenter => self.sysenter(),
+            M::Sysexit | M::Sysexitq => self.sysexit(d),
+            M::Pushad | M::Pusha => self.pusha(mem, d),
+            M::Popad | M::Popa => self.popa(mem, d),
+            M::Clflush | M::Clflushopt | M::Clwb => self.nop(d),
+            M::Wait => self.fwait(),
             M::Hlt => self.hlt(),
             M::Cli => self.cli_sti(false),
             M::Sti => self.cli_sti(true),
@@ -579,7 +599,70 @@ impl Vcpu {
             M::Stac | M::Clac => self.stac_clac(d),
             M::Lss | M::Lfs | M::Lgs | M::Lds | M::Les => self.load_far_pointer(mem, d),
             M::Ud0 | M::Ud1 | M::Ud2 => Err(Stop::ud()),
-            _ => Err(self.unimplemented(mem, d)),
+            _ => Err(self.not_modelled(mem, d)),
         }
+    }
+
+    /// An instruction outside the model: x87/MMX/SSE/AVX instructions first take the
+    /// #NM / #UD faults CR0.EM, CR0.TS, CR4.OSFXSR and CR4.OSXSAVE give them (SDM
+    /// Vol. 3A 2.5, Table 13-? "Action Taken for Combinations of EM, MP, TS"), so a
+    /// lazy-FPU kernel sees its #NM; otherwise it is the unimplemented exit.
+    #[cold]
+    fn not_modelled(&mut self, mem: &PhysMap, d: &Decoded) -> Stop {
+        use crate::vcpu::{cr0, cr4, vector};
+        use iced_x86::{CpuidFeature as F, EncodingKind};
+        let ins = &d.ins;
+        let features = ins.cpuid_features();
+        let x87 = features.iter().any(|f| {
+            matches!(
+                f,
+                F::FPU | F::FPU287 | F::FPU287XL_ONLY | F::FPU387 | F::FPU387SL_ONLY
+            )
+        });
+        let vex = ins.encoding() != EncodingKind::Legacy;
+        let simd =
+            vex || features.iter().any(|f| {
+                matches!(
+                    f,
+                    F::MMX
+                        | F::SSE
+                        | F::SSE2
+                        | F::SSE3
+                        | F::SSSE3
+                        | F::SSE4_1
+                        | F::SSE4_2
+                        | F::FXSR
+                        | F::XSAVE
+                )
+            }) || (0..ins.op_count()).any(|i| {
+                ins.op_kind(i) == OpKind::Register && {
+                    let r = ins.op_register(i);
+                    r.is_xmm() || r.is_ymm() || r.is_zmm() || r.is_mm()
+                }
+            });
+        if x87 && self.cr0 & (cr0::EM | cr0::TS) != 0 {
+            return Stop::fault(vector::NM, None);
+        }
+        if simd {
+            if vex && self.cr4 & cr4::OSXSAVE == 0 {
+                return Stop::ud();
+            }
+            if !vex && (self.cr0 & cr0::EM != 0 || self.cr4 & cr4::OSFXSR == 0) {
+                return Stop::ud();
+            }
+            if self.cr0 & cr0::TS != 0 {
+                return Stop::fault(vector::NM, None);
+            }
+        }
+        self.unimplemented(mem, d)
+    }
+
+    /// WAIT/FWAIT: #NM when CR0.MP and CR0.TS are both set; no x87 state otherwise.
+    fn fwait(&mut self) -> Step<Flow> {
+        use crate::vcpu::{cr0, vector};
+        if self.cr0 & cr0::MP != 0 && self.cr0 & cr0::TS != 0 {
+            return Err(Stop::fault(vector::NM, None));
+        }
+        Ok(Flow::Next)
     }
 }
