@@ -70,6 +70,14 @@ pub(crate) fn handle<T: Transport>(
         Rdtsc | Rdtscp | DrAccess => Err(StopReason::UnexpectedExit {
             reason: crate::stats::reason_name(exit.reason),
         }),
+        // The VMX instructions (VMXON, VMCLEAR, ..., INVEPT, INVVPID, VMFUNC): the CPU
+        // model offers no VMX (CPUID.1:ECX.VMX = 0, CR4.VMXE refused), so they are #UD
+        // as on such a CPU.
+        #[allow(unreachable_patterns)]
+        _ => {
+            vm.inject_ud();
+            Ok(Next::Resume)
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub fn reason_name(r: ExitReason) -> &'static str {
         Unimplemented => "unimplemented",
         BadHpa => "bad_hpa",
         Halted => "halted",
+        // VMX instructions (VMCLEAR ... VMFUNC, INVEPT, INVVPID): no nested VMX.
+        #[allow(unreachable_patterns)]
+        _ => "vmx_instruction",
     }
 }
 

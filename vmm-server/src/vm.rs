@@ -386,7 +386,9 @@ impl<T: Transport> Vm<T> {
         for msr in crate::cpu_model::PASSTHROUGH_MSRS {
             c.set_msr_exiting(msr, false, false);
         }
-        c.set_msr_exiting(crate::cpu_model::MSR_EFER, false, true);
+        // Under shadow paging the vCPU's EFER is the hardware one (NXE, LME/LMA follow
+        // the root), so guest reads must see the guest's value: they exit too.
+        c.set_msr_exiting(crate::cpu_model::MSR_EFER, shadow, true);
         c.set_msr_exiting(crate::cpu_model::MSR_APIC_BASE, false, true);
     }
 

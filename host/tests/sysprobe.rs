@@ -1,0 +1,61 @@
+//! What the vmm-server emulates for a guest, seen from the guest: `fixtures/sysprobe.S`
+//! probes VMCALL, CR0 through MOV/CLTS/LMSW, CR4, EFER and APIC-base reads and writes,
+//! and the I/O ports of COM1, isa-debug-exit and an unassigned port, under TDP and
+//! shadow paging (where the hardware CR0/CR4/EFER differ from the guest's view), and
+//! must print exactly what it printed under QEMU (`fixtures/sysprobe.qemu.txt`).
+//!
+//! With `sdm` on its command line it also checks architectural #GP(0)s that QEMU's TCG
+//! does not raise (it accepts CR0.NW without CD, ignores unknown MSRs, and spins on a
+//! reserved CR4 bit): there capvisor follows the SDM (and KVM).
+
+use capvisor::ipc::MmuMode;
+use capvisor::runtime::{self, CapturingHost, NxHugePages, RunConfig};
+use capvisor::vmm_server::{VmConfig, VmOutcome};
+
+const IMAGE: &[u8] = include_bytes!("fixtures/sysprobe.elf");
+const QEMU_OUTPUT: &str = include_str!("fixtures/sysprobe.qemu.txt");
+
+fn run(mode: MmuMode, append: &str) -> String {
+    let mut vm = VmConfig::new(mode);
+    vm.max_instructions = Some(10_000_000);
+    let cfg = RunConfig {
+        image: IMAGE.to_vec(),
+        kernel_name: "sysprobe.elf".into(),
+        append: append.into(),
+        vm,
+        mem: 32 << 20,
+        pool: 2 << 20,
+        nx_huge_pages: NxHugePages::Auto,
+        grant_nx_huge_page_control: false,
+    };
+    let mut host = CapturingHost::default();
+    let r = runtime::run(&cfg, &mut host).expect("sysprobe starts");
+    assert_eq!(r.outcome, VmOutcome::Exited { status: 1 }, "{mode:?}");
+    String::from_utf8(host.serial).unwrap()
+}
+
+#[test]
+fn guest_visible_behaviour_matches_qemu_under_tdp_and_shadow() {
+    for mode in [MmuMode::Tdp, MmuMode::Shadow] {
+        assert_eq!(run(mode, ""), QEMU_OUTPUT, "{mode:?}");
+    }
+}
+
+#[test]
+fn illegal_control_register_and_msr_writes_raise_gp() {
+    let gp = [
+        "mov cr4 (reserved bit 15): vector 0000000d",
+        "mov cr4 (VMXE): vector 0000000d",
+        "mov cr0 (NW without CD): vector 0000000d",
+        "wrmsr 0x12345678: vector 0000000d",
+        "rdmsr 0x12345678: vector 0000000d",
+    ];
+    let mut want: Vec<&str> = QEMU_OUTPUT.lines().collect();
+    let done = want.pop().unwrap();
+    want.extend(gp);
+    want.push(done);
+    for mode in [MmuMode::Tdp, MmuMode::Shadow] {
+        let got = run(mode, "sdm");
+        assert_eq!(got.lines().collect::<Vec<_>>(), want, "{mode:?}");
+    }
+}
