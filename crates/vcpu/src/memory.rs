@@ -196,7 +196,7 @@ impl Vcpu {
     }
 
     /// Reads `size` (1..=8) bytes at a linear address.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read_linear(&mut self, mem: &PhysMap, linear: u64, size: u8) -> Step<u64> {
         if (linear & 0xfff) + size as u64 <= 0x1000 {
             let (_, p) = self.host_addr(mem, linear, AccessKind::Read)?;
@@ -245,7 +245,7 @@ impl Vcpu {
     }
 
     /// Writes `size` (1..=8) bytes at a linear address.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_linear(&mut self, mem: &PhysMap, linear: u64, size: u8, v: u64) -> Step {
         if (linear & 0xfff) + size as u64 <= 0x1000 {
             let (hpa, p) = self.host_addr(mem, linear, AccessKind::Write)?;

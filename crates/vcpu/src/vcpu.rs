@@ -670,3 +670,86 @@ impl Vcpu {
         result
     }
 }
+
+/// Why a VMM-initiated guest memory access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestAccessError {
+    /// The access would raise this exception in the guest (e.g. #PF with CR2 in
+    /// `cr2`); the VMM typically injects it.
+    Exception(Exception),
+    /// The access hit an EPT violation/misconfiguration or an unbacked address.
+    Exit(VmExit),
+}
+
+impl Vcpu {
+    fn access_error(&self, s: Stop) -> GuestAccessError {
+        match s {
+            Stop::Exception(r) => GuestAccessError::Exception(Exception {
+                vector: r.vector,
+                error_code: r.error_code(),
+                cr2: if r.vector == vector::PF {
+                    self.pf_linear
+                } else {
+                    0
+                },
+            }),
+            Stop::Exit => GuestAccessError::Exit(self.exit),
+        }
+    }
+
+    /// Reads guest-linear memory exactly as the guest would at its current CPL (the
+    /// translation, permission checks, A/D updates and TLB fills included). For a
+    /// VMM emulating an instruction that exited, such as string I/O.
+    pub fn read_guest_linear(
+        &mut self,
+        mem: &PhysMap,
+        linear: u64,
+        buf: &mut [u8],
+    ) -> Result<(), GuestAccessError> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            match self.read_linear(mem, linear.wrapping_add(i as u64), 1) {
+                Ok(v) => *b = v as u8,
+                Err(s) => return Err(self.access_error(s)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes guest-linear memory as the guest would (see [`Vcpu::read_guest_linear`]).
+    pub fn write_guest_linear(
+        &mut self,
+        mem: &PhysMap,
+        linear: u64,
+        buf: &[u8],
+    ) -> Result<(), GuestAccessError> {
+        for (i, b) in buf.iter().enumerate() {
+            if let Err(s) = self.write_linear(mem, linear.wrapping_add(i as u64), 1, *b as u64) {
+                return Err(self.access_error(s));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a hardware exception for delivery at the next `run()` (VM-entry event
+    /// injection, SDM 24.8.3).
+    pub fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        use crate::exit::{event_type, interruption};
+        self.controls.injection = crate::controls::EventInjection {
+            info: interruption::info(vector, event_type::HARDWARE_EXCEPTION, error_code.is_some()),
+            error_code: error_code.unwrap_or(0),
+            instruction_len: 0,
+        };
+    }
+
+    /// Queues an external interrupt. The VMM checks RFLAGS.IF and
+    /// [`Vcpu::interruptibility`] first (or uses interrupt-window exiting), as with
+    /// VT-x, which injects regardless.
+    pub fn inject_interrupt(&mut self, vector: u8) {
+        use crate::exit::{event_type, interruption};
+        self.controls.injection = crate::controls::EventInjection {
+            info: interruption::info(vector, event_type::EXTERNAL_INTERRUPT, false),
+            error_code: 0,
+            instruction_len: 0,
+        };
+    }
+}

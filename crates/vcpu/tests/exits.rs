@@ -263,3 +263,24 @@ fn vmx_instructions_exit_unconditionally() {
         (ExitReason::Vmxoff, 26, 3)
     );
 }
+
+#[test]
+fn vmm_reads_guest_linear_memory_through_guest_paging() {
+    let mut m = machine(|a| a.hlt());
+    m.write(0x3_0000, b"abc");
+    let mut buf = [0u8; 3];
+    m.cpu.read_guest_linear(&m.mem, 0x3_0000, &mut buf).unwrap();
+    assert_eq!(&buf, b"abc");
+    // An unmapped address is the #PF the guest would take.
+    m.write_u64(PD + 8 * 100, 0);
+    let err = m
+        .cpu
+        .read_guest_linear(&m.mem, 0x0c80_0008, &mut buf)
+        .unwrap_err();
+    match err {
+        vcpu::GuestAccessError::Exception(e) => {
+            assert_eq!((e.vector, e.error_code, e.cr2), (14, Some(0), 0x0c80_0008));
+        }
+        other => panic!("{other:?}"),
+    }
+}

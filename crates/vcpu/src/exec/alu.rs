@@ -38,10 +38,24 @@ impl Vcpu {
             self.rflags = keep | f;
             return Ok(Flow::Next);
         }
-        self.rmw0(mem, d, size, |v, a| {
-            let (r, f) = alu(op, a, b, v.cf(), size);
-            (Some(r), keep | f)
-        })
+        let cf = self.cf();
+        match d.kind[0] {
+            OpClass::Gpr => {
+                let a = self.slot_get(d.slot[0]);
+                let (r, f) = alu(op, a, b, cf, size);
+                self.slot_set(d.slot[0], r);
+                self.rflags = keep | f;
+            }
+            OpClass::Mem => {
+                let lin = self.mem_linear(d, size, true)?;
+                let a = self.read_linear(mem, lin, size)?;
+                let (r, f) = alu(op, a, b, cf, size);
+                self.write_linear(mem, lin, size, r)?;
+                self.rflags = keep | f;
+            }
+            _ => return Err(self.unimplemented(mem, d)),
+        }
+        Ok(Flow::Next)
     }
 
     /// INC/DEC: like ADD/SUB 1 but CF is preserved.
@@ -49,10 +63,24 @@ impl Vcpu {
     pub(crate) fn inc_dec(&mut self, mem: &PhysMap, d: &Decoded, dec: bool) -> Step<Flow> {
         let size = d.size;
         let keep = self.rflags & !(rflags::STATUS & !rflags::CF);
-        self.rmw0(mem, d, size, |_, a| {
-            let (r, f) = alu(if dec { AluOp::Sub } else { AluOp::Add }, a, 1, false, size);
-            (Some(r), keep | (f & !rflags::CF))
-        })
+        let op = if dec { AluOp::Sub } else { AluOp::Add };
+        match d.kind[0] {
+            OpClass::Gpr => {
+                let a = self.slot_get(d.slot[0]);
+                let (r, f) = alu(op, a, 1, false, size);
+                self.slot_set(d.slot[0], r);
+                self.rflags = keep | (f & !rflags::CF);
+            }
+            OpClass::Mem => {
+                let lin = self.mem_linear(d, size, true)?;
+                let a = self.read_linear(mem, lin, size)?;
+                let (r, f) = alu(op, a, 1, false, size);
+                self.write_linear(mem, lin, size, r)?;
+                self.rflags = keep | (f & !rflags::CF);
+            }
+            _ => return Err(self.unimplemented(mem, d)),
+        }
+        Ok(Flow::Next)
     }
 
     /// NEG: 0 - dst; CF = (dst != 0).
@@ -153,15 +181,15 @@ impl Vcpu {
             }
             n => {
                 let (a, b) = if n == 2 {
-                    (self.src(mem, d, 0, size)?, self.src(mem, d, 1, size)?)
+                    (self.slot_get(d.slot[0]), self.read_src(mem, d, 1, size)?)
                 } else {
-                    (self.src(mem, d, 1, size)?, d.ins.immediate(2))
+                    (self.read_src(mem, d, 1, size)?, d.ins.immediate(2))
                 };
                 let p = sign_extend(a & size_mask(size), size) as i64 as i128
                     * sign_extend(b & size_mask(size), size) as i64 as i128;
                 let lo = (p as u64) & size_mask(size);
                 let fits = sign_extend(lo, size) as i64 as i128 == p;
-                self.set_reg(d.ins.op_register(0), lo);
+                self.slot_set(d.slot[0], lo);
                 let c = if fits { 0 } else { rflags::CF | rflags::OF };
                 self.set_status(c | flags::szp(lo, size));
             }
