@@ -59,3 +59,48 @@ fn illegal_control_register_and_msr_writes_raise_gp() {
         assert_eq!(got.lines().collect::<Vec<_>>(), want, "{mode:?}");
     }
 }
+
+/// x87 instructions run under QEMU but are outside capvisor's CPU model: the VM stops
+/// with a diagnostic naming the instruction, its address and its bytes, after the
+/// output the guest produced so far.
+#[test]
+fn an_unimplemented_instruction_stops_the_vm_naming_it() {
+    use capvisor::vmm_server::StopReason;
+    for mode in [MmuMode::Tdp, MmuMode::Shadow] {
+        let mut vm = VmConfig::new(mode);
+        vm.max_instructions = Some(10_000_000);
+        let cfg = RunConfig {
+            image: IMAGE.to_vec(),
+            kernel_name: "sysprobe.elf".into(),
+            append: "x87".into(),
+            vm,
+            mem: 32 << 20,
+            pool: 2 << 20,
+            nx_huge_pages: NxHugePages::Auto,
+            grant_nx_huge_page_control: false,
+        };
+        let mut host = CapturingHost::default();
+        let r = runtime::run(&cfg, &mut host).expect("sysprobe starts");
+        let serial = String::from_utf8(host.serial).unwrap();
+        assert_eq!(
+            serial,
+            QEMU_OUTPUT.trim_end_matches("sysprobe: done\n"),
+            "{mode:?}"
+        );
+        let VmOutcome::Failed(f) = r.outcome else {
+            panic!("{mode:?}: expected a diagnostic, got {:?}", r.outcome);
+        };
+        assert_eq!(
+            f.reason,
+            StopReason::UnimplementedInstruction {
+                mnemonic: capvisor::vmm_server::iced_x86::Mnemonic::Fninit
+            }
+        );
+        let text = f.to_string();
+        assert!(
+            text.starts_with("VM stopped: unimplemented instruction (Fninit) at RIP 0x"),
+            "{text}"
+        );
+        assert!(text.ends_with("instruction bytes: db e3"), "{text}");
+    }
+}

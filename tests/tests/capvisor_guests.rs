@@ -175,17 +175,37 @@ fn a_triple_fault_stops_the_vm_with_a_diagnostic() {
     }
 }
 
+/// `faults mode=sse` runs XORPS with CR4.OSFXSR clear: architecturally a #UD, which the
+/// guest reports as QEMU does. A vCPU that does not model SSE must instead stop the VM
+/// naming the instruction; either way the guest's output so far is the same.
+/// (The unimplemented-instruction diagnostic itself is tested with an x87
+/// instruction in host/tests/sysprobe.rs, which no version of the vCPU models.)
 #[test]
-fn an_unimplemented_instruction_stops_the_vm_naming_it() {
+fn an_sse_instruction_ends_like_qemu_or_with_a_diagnostic() {
+    let case = fault_case("faults-sse");
+    let qemu = capvisor_tests::run_qemu(
+        &case.image(),
+        &["-append", case.cmdline],
+        Duration::from_secs(60),
+    );
+    assert_eq!(qemu.status, Some(case.qemu_status));
     for mode in MODES {
-        let (reason, text) = expect_stop(&fault_case("faults-sse"), mode);
-        assert!(
-            matches!(reason, StopReason::UnimplementedInstruction { .. }),
-            "{reason:?}"
-        );
-        assert!(text.contains("unimplemented instruction"), "{text}");
-        assert!(text.contains("at RIP 0x"), "{text}");
-        assert!(text.contains("instruction bytes:"), "{text}");
+        let (result, serial) = run(&config(&case.image(), case.cmdline, mode));
+        match result.outcome {
+            VmOutcome::Failed(f) => {
+                assert!(
+                    matches!(f.reason, StopReason::UnimplementedInstruction { .. }),
+                    "{mode:?}: {f}"
+                );
+                assert!(f.to_string().contains("unimplemented instruction"), "{f}");
+                let got: Vec<&str> = serial.lines().collect();
+                assert_eq!(got, case.lines, "{mode:?}");
+            }
+            VmOutcome::Exited { status } => {
+                assert_eq!(serial, qemu.serial, "{mode:?}");
+                assert_eq!(status as i32, case.qemu_status, "{mode:?}");
+            }
+        }
     }
 }
 

@@ -144,6 +144,7 @@ fn cr_access<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
 
 /// Sends one `CrWrite` and switches to the root of its reply.
 fn cr_write<T: Transport>(vm: &mut Vm<T>, reg: CrRegister, value: u64) -> Result<(), CrFault> {
+    vm.paging_dirty = true;
     let reply = vm
         .mmu
         .call(&ipc::CrWrite {

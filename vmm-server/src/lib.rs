@@ -22,5 +22,6 @@ pub mod stats;
 pub mod vm;
 
 pub use config::{Cr0WpPolicy, VmConfig};
+pub use iced_x86;
 pub use outcome::{Failure, StopReason, VmOutcome};
 pub use vm::{Vm, VmError, VmHost};

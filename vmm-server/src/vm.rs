@@ -89,6 +89,8 @@ pub struct Vm<T: Transport> {
     pub(crate) checkpoints: heapless::Vec<Checkpoint, MAX_CHECKPOINTS>,
     /// The live CR0.WP read for the current exit (at most one read per exit).
     pub(crate) live_wp: Option<bool>,
+    /// The guest's paging registers changed since the hardware view was programmed.
+    pub(crate) paging_dirty: bool,
     /// The CR3 the mmu-server was last told (see [`Vm::sync_mmu_cr3`]).
     pub(crate) mmu_cr3: u64,
     nx_disable: Option<Result<(), MmuCallError>>,
@@ -139,6 +141,7 @@ impl<T: Transport> Vm<T> {
             checkpoints: heapless::Vec::new(),
             live_wp: None,
             mmu_cr3: 0,
+            paging_dirty: true,
             nx_disable,
         })
     }
@@ -171,6 +174,7 @@ impl<T: Transport> Vm<T> {
             efer: 0,
         })?;
         self.program_controls();
+        self.paging_dirty = true;
         self.apply_root(
             reply.root_hpa,
             reply.root_level,
@@ -336,6 +340,7 @@ impl<T: Transport> Vm<T> {
         } else {
             live
         };
+        self.paging_dirty = true;
         let reply = self
             .mmu
             .call(&ipc::CrWrite {
@@ -417,37 +422,52 @@ impl<T: Transport> Vm<T> {
         }
         self.cpu
             .set_control_registers(hw.cr0, hw.cr3, hw.cr4, hw.efer);
-        // PAE paging outside IA-32e mode uses the PDPTE registers, loaded when CR3 is
-        // loaded (SDM 4.4.1); our "load" is the register write above.
-        let pae_legacy = hw.cr0 & cr0::PG != 0
-            && hw.cr4 & crate::cr::cr4::PAE != 0
-            && hw.efer & crate::cr::efer::LMA == 0;
-        if pae_legacy {
-            let ctx = PagingContext {
-                cr0: hw.cr0,
-                cr3: hw.cr3,
-                cr4: hw.cr4,
-                efer: hw.efer,
-                pdptes: [0; 4],
-                cpl: self.cpu.cpl(),
-                rflags_ac: self.cpu.rflags() & rflags::AC != 0,
-                pkru: self.cpu.pkru(),
-                eptp: tdp.then_some(self.cpu.controls.eptp),
-                vpid: VPID,
-            };
-            match self.cpu.mmu().load_pdptes(self.ram.map(), &ctx) {
-                Ok(p) => self.cpu.set_pdptes(p),
-                Err(_) if tdp => {
-                    return Err(StopReason::Unsupported {
-                        what: "PAE paging with invalid PDPTEs",
-                    })
-                }
-                Err(_) => {
-                    return Err(StopReason::BadHostPhysical { hpa: hw.cr3 });
-                }
-            }
+        self.reload_pdptes()
+    }
+
+    /// PAE paging outside IA-32e mode uses the PDPTE registers (SDM 4.4.1). They are
+    /// loaded with CR3, and on VM entry from the guest's CR3 when EPT is off (SDM
+    /// 27.3.2.4): under shadow paging that CR3 is our PAE root, whose entries the
+    /// mmu-server may have filled since, so this runs before every entry that follows
+    /// an MMU reply.
+    fn reload_pdptes(&mut self) -> Result<(), StopReason> {
+        let tdp = self.cfg.mmu_mode == MmuMode::Tdp;
+        let (cr0, cr3, cr4, efer) = (
+            self.cpu.cr0(),
+            self.cpu.cr3(),
+            self.cpu.cr4(),
+            self.cpu.efer(),
+        );
+        let pae_legacy = cr0 & cr0::PG != 0
+            && cr4 & crate::cr::cr4::PAE != 0
+            && efer & crate::cr::efer::LMA == 0;
+        if !pae_legacy {
+            return Ok(());
         }
-        Ok(())
+        let ctx = PagingContext {
+            cr0,
+            cr3,
+            cr4,
+            efer,
+            pdptes: [0; 4],
+            cpl: self.cpu.cpl(),
+            rflags_ac: self.cpu.rflags() & rflags::AC != 0,
+            pkru: self.cpu.pkru(),
+            eptp: tdp.then_some(self.cpu.controls.eptp),
+            vpid: VPID,
+        };
+        match self.cpu.mmu().load_pdptes(self.ram.map(), &ctx) {
+            Ok(p) => {
+                if p != self.cpu.pdptes() {
+                    self.cpu.set_pdptes(p);
+                }
+                Ok(())
+            }
+            Err(_) if tdp => Err(StopReason::Unsupported {
+                what: "PAE paging with invalid PDPTEs",
+            }),
+            Err(_) => Err(StopReason::BadHostPhysical { hpa: cr3 }),
+        }
     }
 
     /// Switches to the root a reply names and performs the TLB flushes it asks for
@@ -460,11 +480,14 @@ impl<T: Transport> Vm<T> {
         flush_bits: u32,
         address: Option<u64>,
     ) -> Result<(), StopReason> {
+        let mut changed = false;
         if root_hpa != 0 {
-            self.root = Root {
+            let root = Root {
                 hpa: root_hpa,
                 level: root_level,
             };
+            changed = root != self.root;
+            self.root = root;
         }
         if self.root.hpa == 0 {
             return Err(StopReason::Mmu {
@@ -472,7 +495,14 @@ impl<T: Transport> Vm<T> {
                 error: ipc::Error::InvalidState,
             });
         }
-        self.program_paging()?;
+        // Rewriting the registers drops the vCPU's translation fast path, so only do
+        // it when the root or the guest's paging registers changed.
+        if changed || self.paging_dirty {
+            self.paging_dirty = false;
+            self.program_paging()?;
+        } else if self.cfg.mmu_mode == MmuMode::Shadow {
+            self.reload_pdptes()?;
+        }
         let tdp = self.cfg.mmu_mode == MmuMode::Tdp;
         if flush_bits & flush::GUEST != 0 {
             // All linear and combined mappings of this VPID, every PCID and globals.
