@@ -50,6 +50,18 @@ impl Event {
     }
 }
 
+/// A descriptor-limit #GP from `read_descriptor` becomes `vector(code)` (the
+/// delivery's own error code, with EXT); a #PF or an exit while reading the
+/// descriptor is reported as itself.
+fn retag(s: Stop, vector: u8, code: u32) -> Stop {
+    match s {
+        Stop::Exception(r) if r.vector == crate::vcpu::vector::GP => {
+            Stop::fault(vector, Some(code))
+        }
+        other => other,
+    }
+}
+
 impl Vcpu {
     /// An instruction faulted with `e`: exit through the exception bitmap or deliver.
     pub(crate) fn raise(&mut self, mem: &PhysMap, e: Raised) -> Result<(), VmExit> {
@@ -262,7 +274,7 @@ impl Vcpu {
         let sel_code = (sel as u32 & 0xfffc) + ext;
         let (dlow, _) = self
             .read_descriptor(mem, sel)
-            .map_err(|_| Stop::gp(sel_code))?;
+            .map_err(|e| retag(e, vector::GP, sel_code))?;
         let cs = Segment::from_descriptor(sel, dlow, None);
         let cpl = self.cpl();
         if cs.access & access::S == 0 || cs.access & access::CODE == 0 || cs.dpl() > cpl {
@@ -348,7 +360,9 @@ impl Vcpu {
                 if ss_sel & !3 == 0 {
                     return Err(ts(ss_sel));
                 }
-                let (sl, _) = self.read_descriptor(mem, ss_sel).map_err(|_| ts(ss_sel))?;
+                let (sl, _) = self
+                    .read_descriptor(mem, ss_sel)
+                    .map_err(|e| retag(e, vector::TS, (ss_sel as u32 & 0xfffc) + ext))?;
                 let ss = Segment::from_descriptor(ss_sel, sl, None);
                 if (ss_sel & 3) as u8 != new_cpl
                     || ss.dpl() != new_cpl

@@ -498,3 +498,67 @@ fn pushad_popad_in_32bit_code() {
         "the saved ESP is the original"
     );
 }
+
+#[test]
+fn reinjection_after_an_exit_during_delivery_completes() {
+    // The IDT lives in a page the guest tables do not map yet (a shadow-paging VMM
+    // would fault it in): delivering an injected #PF exits with IDT-vectoring
+    // information; once mapped, re-injecting the vectoring event delivers it.
+    let mut m = Machine::new();
+    const PT: u64 = 0x8000;
+    const IDT_VA: u64 = 0x4000_0000;
+    m.write_u64(PDPT + 8, 0x9000 | 7);
+    m.write_u64(0x9000, PT | 7);
+    m.code64(CODE, |a| a.hlt());
+    handler(&mut m, HANDLERS);
+    m.set_gate64(14, HANDLERS, 0, 0);
+    m.long_mode(CODE);
+    m.cpu.set_idtr(vcpu::DescriptorTable {
+        base: IDT_VA,
+        limit: 0xfff,
+    });
+    m.cpu.controls.exception_bitmap = 1 << 14;
+    m.cpu.set_cr2(0x1234);
+    m.cpu.inject_exception(14, Some(3));
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
+    assert_eq!(exit.qualification, IDT_VA + 14 * 16);
+    assert_eq!(exit.idt_vectoring_info, 0x8000_0b0e);
+    assert_eq!(exit.idt_vectoring_error_code, 3);
+    // Map the IDT page (it holds the real IDT) and re-inject.
+    m.write_u64(PT, IDT | 3);
+    m.cpu
+        .inject_exception(14, Some(exit.idt_vectoring_error_code));
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
+    let frame = m.cpu.gpr(Gpr::R15);
+    assert_eq!(m.read_u64(frame), 3);
+    assert_eq!(m.cpu.cr2(), 0x1234, "CR2 is the VMM's for an injected #PF");
+}
+
+#[test]
+fn page_fault_reading_the_gdt_during_delivery_is_a_page_fault() {
+    // Found running the test guests under shadow paging: a not-yet-mapped GDT page
+    // must give the VMM a #PF (with IDT-vectoring information), not a #GP.
+    let mut m = Machine::new();
+    const GDT_VA: u64 = 0x4000_0000;
+    m.write_u64(PDPT + 8, 0x9000 | 7);
+    m.write_u64(0x9000, 0x8000 | 7); // empty page table
+    m.code64(CODE, |a| {
+        a.xor(ecx, ecx)?;
+        a.div(ecx)
+    });
+    handler(&mut m, HANDLERS);
+    m.set_gate64(0, HANDLERS, 0, 0);
+    m.long_mode(CODE);
+    m.cpu.set_gdtr(vcpu::DescriptorTable {
+        base: GDT_VA,
+        limit: 0x47,
+    });
+    m.cpu.controls.exception_bitmap = 1 << 14;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
+    assert_eq!(exit.interruption_info & 0xff, 14);
+    assert_eq!(exit.qualification, GDT_VA + KCODE64 as u64);
+    assert_eq!(exit.idt_vectoring_info, 0x8000_0300);
+}
