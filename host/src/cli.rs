@@ -158,7 +158,7 @@ pub fn run(args: &RunArgs) -> i32 {
             eprintln!("capvisor: {e}");
             // An mmu-server that died under a running VM is a VM failure.
             return match e {
-                runtime::RunError::MmuServer(_) => EXIT_VM_FAILED,
+                runtime::RunError::MmuServerDied(_) => EXIT_VM_FAILED,
                 _ => EXIT_START_FAILED,
             };
         }

@@ -61,7 +61,10 @@ pub struct RunResult {
 #[derive(Debug)]
 pub enum RunError {
     Memory(MemoryError),
+    /// The mmu-server could not be built (bad pool size).
     MmuServer(String),
+    /// The mmu-server died under the running VM.
+    MmuServerDied(String),
     Vm(VmError),
 }
 
@@ -70,6 +73,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Memory(e) => write!(f, "host memory: {e}"),
             RunError::MmuServer(e) => write!(f, "mmu-server: {e}"),
+            RunError::MmuServerDied(e) => write!(f, "mmu-server: {e}"),
             RunError::Vm(e) => write!(f, "{e}"),
         }
     }
@@ -94,7 +98,7 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
         let mmu_thread = thread::Builder::new()
             .name("mmu-server".into())
             .stack_size(MMU_STACK)
-            .spawn_scoped(scope, move || -> Result<(), String> {
+            .spawn_scoped(scope, move || -> Result<(), RunError> {
                 let frames = ((pool.end - pool.start) / physmem::PAGE_SIZE) as usize;
                 // Built in place on the heap: the server is large and fixed-size.
                 let mut slot = Box::new(std::mem::MaybeUninit::<MmuServer>::uninit());
@@ -108,7 +112,13 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
                             pool_frames: frames,
                         },
                     )
-                    .map_err(|e| format!("{e:?}"))?;
+                    .map_err(|e| {
+                        RunError::MmuServer(format!(
+                            "cannot build the frame pool of {frames} frames ({e:?}): the pool \
+                             must be 4 KiB to {} KiB",
+                            mmu_server::pool::MAX_FRAMES * 4
+                        ))
+                    })?;
                     channel::serve(server, &mmu_bell, &ends, |_| {});
                     Ok(())
                 }));
@@ -118,14 +128,14 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
                 }
                 match served {
                     Ok(r) => r,
-                    Err(panic) => Err(format!(
+                    Err(panic) => Err(RunError::MmuServerDied(format!(
                         "the mmu-server panicked: {}",
                         panic
                             .downcast_ref::<&str>()
                             .map(|s| s.to_string())
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_default()
-                    )),
+                    ))),
                 }
             })
             .map_err(|e| RunError::MmuServer(e.to_string()))?;
@@ -135,8 +145,8 @@ pub fn run(cfg: &RunConfig, host: &mut impl VmHost) -> Result<RunResult, RunErro
         bell.stop();
         match mmu_thread.join() {
             Ok(Ok(())) => result,
-            Ok(Err(e)) => Err(RunError::MmuServer(e)),
-            Err(_) => Err(RunError::MmuServer("the mmu-server thread died".into())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RunError::MmuServerDied("the mmu-server thread died".into())),
         }
     })
 }

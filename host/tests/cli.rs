@@ -91,6 +91,17 @@ fn options_that_cannot_work_are_refused_before_the_vm_starts() {
     let (status, _, stderr) = capvisor(&["run", "--mem", "lots", hello.to_str().unwrap()]);
     assert_eq!(status, 2);
     assert!(stderr.contains("not a size"), "{stderr}");
+
+    let (status, _, stderr) = capvisor(&["run", "--pool", "64M", hello.to_str().unwrap()]);
+    assert_eq!(status, 3);
+    assert!(stderr.contains("cannot build the frame pool"), "{stderr}");
+
+    let (status, _, stderr) = capvisor(&["run", "--mem", "1M", hello.to_str().unwrap()]);
+    assert_eq!(status, 3);
+    assert!(
+        stderr.contains("guest RAM size 0x100000 is not supported"),
+        "{stderr}"
+    );
 }
 
 #[test]
