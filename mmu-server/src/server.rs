@@ -396,6 +396,20 @@ mod tests {
             "a table was freed"
         );
         assert_eq!(s.stats(1).unwrap().pages_2m, 2);
+        // A fault on a root that went obsolete behind the vCPU's back (another
+        // generation) is retried on a fresh root, named in the reply
+        // (`is_page_fault_stale`).
+        s.mmu.vms[0].gen ^= 1;
+        let r = fault(&mut s, 0x10_5010, qual::READ);
+        assert_eq!(r.outcome, FaultOutcome::Retry as u32);
+        assert_eq!(r.flush & ipc::flush::CURRENT, ipc::flush::CURRENT);
+        let st = s.stats(1).unwrap();
+        assert_eq!((st.roots_allocated, st.roots_freed), (2, 1));
+        assert_ne!(s.vm(1).unwrap().roots.current.page, None);
+        assert_eq!(
+            fault(&mut s, 0x10_5010, qual::READ).outcome,
+            FaultOutcome::Fixed as u32
+        );
         drop(s);
         drop((ram, pool));
     }
