@@ -4,6 +4,7 @@
 mod support;
 
 use ipc::*;
+use proptest::prelude::*;
 use support::*;
 
 const VM: Badge = 1;
@@ -274,4 +275,72 @@ fn pool_exhaustion_reclaims_then_fails_cleanly() {
     // The root survives and the server still answers.
     let again = m.cr(VM, CrRegister::Cr3, 0x2000);
     assert_eq!(again.root_hpa, root.root_hpa, "direct roots ignore the pgd");
+}
+
+/// One slot of the property test: gfn range and host placement.
+#[derive(Clone, Debug)]
+struct SlotPlan {
+    gap: u64,
+    npages: u64,
+    /// 0: 1-GiB aligned host backing, 1: 2-MiB aligned, 2: 4 KiB off.
+    align: u8,
+}
+
+const BACKING: u64 = (1 << 30) + (64 << 20);
+
+/// The level a correct MMU must pick for `gfn` in `slot`: the largest whose aligned
+/// range lies in the slot and whose host backing has the same alignment.
+fn expected_level(base_gfn: u64, npages: u64, host: u64, gfn: u64) -> u8 {
+    for (level, pages) in [(3u8, 1u64 << 18), (2, 1 << 9)] {
+        let start = gfn & !(pages - 1);
+        let inside = start >= base_gfn && start + pages <= base_gfn + npages;
+        if inside && (host + ((start - base_gfn) << 12)) % (pages << 12) == 0 {
+            return level;
+        }
+    }
+    1
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// TDP faults map the faulting page to the right host frame, at exactly the largest
+    /// level the slots allow, whatever the slot layout and fault order.
+    #[test]
+    fn tdp_levels_follow_the_memory_map(
+        plans in proptest::collection::vec(
+            (0u64..600, 1u64..300_000, 0u8..3).prop_map(|(gap, npages, align)| SlotPlan { gap, npages, align }),
+            1..4,
+        ),
+        faults in proptest::collection::vec((0usize..3, any::<u64>(), 0u64..3), 1..24),
+    ) {
+        let m = Machine::new(BACKING, 256);
+        tdp_vm(&m, true);
+        let mut slots = Vec::new();
+        let mut next_gfn = 0;
+        for p in &plans {
+            let base_gfn = next_gfn + p.gap * 512 + p.gap % 7;
+            let npages = p.npages.min(BACKING / 4096 - 16);
+            let host_off = match p.align {
+                0 => 0,
+                1 => 2 << 20,
+                _ => 0x5000,
+            };
+            let host_off = if host_off + npages * 4096 > BACKING { 0 } else { host_off };
+            slot(&m, base_gfn, npages, RAM_HPA + host_off, SlotKind::Ram).unwrap();
+            slots.push((base_gfn, npages, RAM_HPA + host_off));
+            next_gfn = base_gfn + npages;
+        }
+        let root = long_mode(&m);
+        for (which, pick, q) in faults {
+            let (base, n, host) = slots[which % slots.len()];
+            let gfn = base + pick % n;
+            let r = m.tdp_fault(VM, gfn << 12 | 0x123, 1 << q);
+            prop_assert_eq!(outcome(&r), FaultOutcome::Fixed);
+            let leaf = m.ept_walk(root.root_hpa, gfn << 12).expect("mapped");
+            prop_assert_eq!(leaf.hpa, host + ((gfn - base) << 12), "host frame of gfn {:#x}", gfn);
+            prop_assert_eq!(leaf.level, expected_level(base, n, host, gfn), "level for gfn {:#x}", gfn);
+            prop_assert!(leaf.w && leaf.x);
+        }
+    }
 }
