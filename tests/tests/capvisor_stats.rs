@@ -5,6 +5,7 @@
 //! - TDP with `--cr0-wp intercept`: two CR-access exits per toggle pair;
 //! - with `--root-reuse off` (and intercept), a root is rebuilt for every toggle;
 //!   with the default `on`, WP toggles find their roots in the cache.
+//!
 //! And the checkpoint records of `hugeexec` (port 0x80).
 //!
 //! Counting exits across two iteration counts isolates the toggles from boot-time CR
