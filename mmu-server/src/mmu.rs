@@ -234,6 +234,9 @@ impl Mmu {
         }
         let s = self.stats(sp.vm);
         s.shadow_pages = s.shadow_pages.saturating_sub(1);
+        if sp.was_root {
+            s.roots_freed += 1;
+        }
         self.sps.release(id);
         self.pool.free(id);
         true

@@ -65,6 +65,9 @@ pub struct ShadowPage {
     /// whose filter has its bit: without a reverse map, this keeps `account_shadowed`
     /// from reading every leaf of the VM.
     pub writable_filter: u64,
+    /// The page has been loaded as a root (its frame going back to the pool counts in
+    /// `roots_freed`).
+    pub was_root: bool,
 }
 
 /// The [`ShadowPage::writable_filter`] bit of a host page.
@@ -90,6 +93,7 @@ impl ShadowPage {
         last_used: 0,
         parents: [0; MAX_PARENTS],
         writable_filter: 0,
+        was_root: false,
     };
 
     /// The page shadows a guest page table, so its gfn is write-tracked (KVM's

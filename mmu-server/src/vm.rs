@@ -212,8 +212,8 @@ impl Vm {
         }
         let sp = *mmu.sps.get(id);
         let obsolete = sp.role.invalid() || sp.gen != mmu.gen(self.index);
-        if (obsolete || !sp.hashed || !self.root_reuse) && mmu.zap_page(id) {
-            mmu.stats(self.index).roots_freed += 1;
+        if obsolete || !sp.hashed || !self.root_reuse {
+            mmu.zap_page(id);
         }
     }
 
@@ -274,8 +274,8 @@ impl Vm {
             let info = core::mem::replace(&mut self.roots.prev[i], RootInfo::INVALID);
             if let Some(id) = info.page {
                 self.put_root(mmu, id);
-                if mmu.sps.get(id).in_use && mmu.sps.get(id).root_count == 0 && mmu.zap_page(id) {
-                    mmu.stats(self.index).roots_freed += 1;
+                if mmu.sps.get(id).in_use && mmu.sps.get(id).root_count == 0 {
+                    mmu.zap_page(id);
                 }
             }
         }
@@ -327,7 +327,9 @@ impl Vm {
                 id
             }
         };
-        mmu.sps.get_mut(id).root_count += 1;
+        let sp = mmu.sps.get_mut(id);
+        sp.root_count += 1;
+        sp.was_root = true;
         mmu.touch(id);
         self.roots.current = RootInfo {
             page: Some(id),
