@@ -1,6 +1,7 @@
 //! What the vmm-server emulates for a guest, seen from the guest: `fixtures/sysprobe.S`
 //! probes VMCALL, CR0 through MOV/CLTS/LMSW, CR4, EFER and APIC-base reads and writes,
-//! and the I/O ports of COM1, isa-debug-exit and an unassigned port, under TDP and
+//! the I/O ports of COM1, isa-debug-exit and an unassigned port, and REP OUTSB / REP
+//! INSB (emulated one element per exit), under TDP and
 //! shadow paging (where the hardware CR0/CR4/EFER differ from the guest's view), and
 //! must print exactly what it printed under QEMU (`fixtures/sysprobe.qemu.txt`).
 //!

@@ -644,3 +644,95 @@ pub(crate) fn invpcid<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
 fn len_of(insn: &Instruction) -> u8 {
     insn.len() as u8
 }
+
+/// INS / OUTS (with or without REP), one element per exit like the write emulator:
+/// the element's memory access is translated with the guest's permissions (a #PF is
+/// injected when it faults), RSI/RDI step by the element size in the direction of
+/// EFLAGS.DF, and with REP the instruction is re-executed until RCX reaches 0 (SDM
+/// Vol. 2B INS/OUTS, 28.2.1 Table 28-5 for the exit qualification).
+pub(crate) fn string_io<T: Transport>(
+    vm: &mut Vm<T>,
+    exit: &VmExit,
+    port: u16,
+    size: u8,
+    input: bool,
+    sink: &mut impl crate::devices::SerialSink,
+) -> Result<crate::devices::IoEffect, StopReason> {
+    use crate::devices::IoEffect;
+    let insn = decode_at_rip(vm)?;
+    // The operand kinds carry the address size (and OUTS's segment).
+    let (mem_kind, index) = if input {
+        (insn.op0_kind(), Gpr::Rdi)
+    } else {
+        (insn.op1_kind(), Gpr::Rsi)
+    };
+    let addr_mask = match mem_kind {
+        OpKind::MemoryESDI | OpKind::MemorySegSI => 0xffff,
+        OpKind::MemoryESEDI | OpKind::MemorySegESI => 0xffff_ffff,
+        OpKind::MemoryESRDI | OpKind::MemorySegRSI => u64::MAX,
+        _ => return Err(cannot("string I/O without a string operand", &insn)),
+    };
+    let ilen = insn.len() as u8;
+    let rep = insn.has_rep_prefix() || insn.has_repe_prefix() || insn.has_repne_prefix();
+    let count = vm.cpu.gpr(Gpr::Rcx) & addr_mask;
+    if rep && count == 0 {
+        vm.cpu.advance_rip(ilen);
+        return Ok(IoEffect::None);
+    }
+    let seg = if input {
+        SegReg::Es
+    } else {
+        match insn.memory_segment() {
+            Register::ES => SegReg::Es,
+            Register::CS => SegReg::Cs,
+            Register::SS => SegReg::Ss,
+            Register::FS => SegReg::Fs,
+            Register::GS => SegReg::Gs,
+            _ => SegReg::Ds,
+        }
+    };
+    let seg_base = if vm.mode_64() && !matches!(seg, SegReg::Fs | SegReg::Gs) {
+        0
+    } else {
+        vm.cpu.segment(seg).base
+    };
+    let linear = seg_base.wrapping_add(vm.cpu.gpr(index) & addr_mask);
+    let len = size as u32;
+    let mut effect = IoEffect::None;
+    if input {
+        let value = vm.io.read(port, size) as u64;
+        if let Some(pf) = guest_write(vm, linear, value, len)? {
+            vm.inject_page_fault(exit, pf.linear, pf.error_code)?;
+            return Ok(IoEffect::None);
+        }
+    } else {
+        let value = match guest_read(vm, linear, len)? {
+            Ok(v) => v,
+            Err(pf) => {
+                vm.inject_page_fault(exit, pf.linear, pf.error_code)?;
+                return Ok(IoEffect::None);
+            }
+        };
+        effect = vm.io.write(port, size, value as u32, sink);
+    }
+    let step = if vm.cpu.rflags() & rflags::DF != 0 {
+        (size as u64).wrapping_neg()
+    } else {
+        size as u64
+    };
+    let v = vm.cpu.gpr(index);
+    vm.cpu
+        .set_gpr(index, (v & !addr_mask) | (v.wrapping_add(step) & addr_mask));
+    let mut complete = true;
+    if rep {
+        let rcx = vm.cpu.gpr(Gpr::Rcx);
+        let left = count - 1;
+        vm.cpu.set_gpr(Gpr::Rcx, (rcx & !addr_mask) | left);
+        complete = left == 0;
+    }
+    if complete {
+        vm.cpu.advance_rip(ilen);
+    }
+    vm.emulated += 1;
+    Ok(effect)
+}

@@ -207,10 +207,8 @@ fn io<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, host: &mut impl VmHost) -> Ha
     let string = q & (1 << 4) != 0;
     let port = (q >> 16) as u16;
     if string {
-        return Err(StopReason::CannotEmulate {
-            what: "string I/O (INS/OUTS) is not emulated",
-            mnemonic: iced_x86::Mnemonic::INVALID,
-        });
+        let effect = crate::emulate::string_io(vm, exit, port, size, input, host)?;
+        return io_effect(vm, effect, host);
     }
     let rax = vm.cpu.gpr(Gpr::Rax);
     let mut effect = IoEffect::None;
@@ -228,6 +226,11 @@ fn io<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, host: &mut impl VmHost) -> Ha
     }
     vm.cpu.advance_rip(exit.instruction_len);
     vm.emulated += 1;
+    io_effect(vm, effect, host)
+}
+
+/// What an OUT asked of the VMM beyond the device.
+fn io_effect<T: Transport>(vm: &mut Vm<T>, effect: IoEffect, host: &mut impl VmHost) -> Handled {
     match effect {
         IoEffect::None => {}
         IoEffect::Exit { status } => return Ok(Next::Exit(status)),
