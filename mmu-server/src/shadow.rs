@@ -100,9 +100,14 @@ impl Vm {
         if !writable {
             acc &= !ACC_WRITE_MASK;
         }
-        let leaf = Format::Ia32e
+        let mut leaf = Format::Ia32e
             .leaf(slot.hpa_of(gfn), 1, acc)
             .ok_or(Error::InvalidState)?;
+        // SDM 4.6.2: the protection key of a page is in its leaf, bits 62:59. The CPU
+        // running on our tables then applies the guest's PKRU to the guest's keys.
+        if let Some(w) = walk.as_ref().filter(|_| self.cpu_role.pke()) {
+            leaf |= ((w.pkey & 0xF) as u64) << 59;
+        }
         self.install_leaf(mmu, table, spte::index(linear, 1), 1, leaf);
 
         if write && !writable {

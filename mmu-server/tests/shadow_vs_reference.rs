@@ -422,6 +422,7 @@ fn check(c: Case) -> Result<(), TestCaseError> {
             let leaf = m.shadow_walk(r.root_hpa, r.root_level, c.gva);
             let leaf = leaf.ok_or_else(|| TestCaseError::fail("no shadow mapping"))?;
             prop_assert_eq!(leaf.hpa, RAM_HPA + (t.gpa & !0xFFF), "host frame");
+            prop_assert_eq!(leaf.pkey, t.pkey, "protection key");
             prop_assert_eq!(
                 (leaf.w, leaf.u, leaf.x),
                 (want_w, want_u, want_x),

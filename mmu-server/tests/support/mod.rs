@@ -282,6 +282,7 @@ impl Machine {
                     w,
                     u,
                     x,
+                    pkey: ((e >> 59) & 0xF) as u8,
                 });
             }
             table = e & 0xF_FFFF_FFFF_F000;
@@ -313,6 +314,7 @@ impl Machine {
                     w,
                     u: true,
                     x,
+                    pkey: 0,
                 });
             }
             table = e & 0xF_FFFF_FFFF_F000;
@@ -329,6 +331,8 @@ pub struct Leaf {
     pub w: bool,
     pub u: bool,
     pub x: bool,
+    /// Protection key (bits 62:59 of an IA-32e leaf).
+    pub pkey: u8,
 }
 
 pub fn outcome(r: &FaultReply) -> FaultOutcome {
