@@ -210,6 +210,14 @@ impl Stop {
     pub(crate) fn gp0() -> Stop {
         Stop::gp(0)
     }
+    /// The #DB of a single-step trap (no error code).
+    pub(crate) fn debug_trap() -> Raised {
+        Raised {
+            vector: vector::DB,
+            has_code: false,
+            code: 0,
+        }
+    }
     pub(crate) fn ud() -> Stop {
         Stop::fault(vector::UD, None)
     }
@@ -257,6 +265,8 @@ pub struct Vcpu {
     pub(crate) cur_len: u8,
     /// The linear address of the last #PF raised (CR2 on delivery).
     pub(crate) pf_linear: u64,
+    /// A single-step #DB is due after the instruction that just retired.
+    pub(crate) single_step_pending: bool,
     pub(crate) stats: Stats,
 }
 
@@ -312,6 +322,7 @@ impl Vcpu {
             exit: VmExit::new(ExitReason::Unimplemented, 0),
             cur_len: 0,
             pf_linear: 0,
+            single_step_pending: false,
             stats: Stats::default(),
         };
         v.update_bitness();
@@ -655,6 +666,12 @@ impl Vcpu {
                 Ok(()) => {
                     budget -= 1;
                     self.stats.instructions += 1;
+                    if self.single_step_pending {
+                        self.single_step_pending = false;
+                        if let Err(exit) = self.raise(mem, Stop::debug_trap()) {
+                            break exit;
+                        }
+                    }
                 }
                 Err(Stop::Exit) => break self.exit,
                 Err(Stop::Exception(e)) => {

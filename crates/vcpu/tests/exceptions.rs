@@ -562,3 +562,45 @@ fn page_fault_reading_the_gdt_during_delivery_is_a_page_fault() {
     assert_eq!(exit.qualification, GDT_VA + KCODE64 as u64);
     assert_eq!(exit.idt_vectoring_info, 0x8000_0300);
 }
+
+#[test]
+fn trap_flag_single_steps_with_a_debug_exception_after_the_instruction() {
+    let mut m = Machine::new();
+    m.code64(CODE, |a| {
+        a.inc(rax)?;
+        a.inc(rax)?;
+        a.hlt()
+    });
+    handler(&mut m, HANDLERS);
+    m.set_gate64(1, HANDLERS, 0, 0);
+    m.long_mode(CODE);
+    m.cpu.set_rflags(0x2 | 0x100);
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
+    assert_eq!(m.cpu.gpr(Gpr::Rax), 1, "one instruction, then the trap");
+    let frame = m.cpu.gpr(Gpr::R15);
+    assert_eq!(
+        m.read_u64(frame),
+        CODE + 3,
+        "the trap reports the next instruction"
+    );
+    assert_eq!(
+        m.read_u64(frame + 16) & 0x100,
+        0x100,
+        "TF saved in the frame"
+    );
+    assert_eq!(m.cpu.rflags() & 0x100, 0, "and cleared for the handler");
+}
+
+#[test]
+fn enabling_a_hardware_breakpoint_is_an_unimplemented_exit() {
+    let mut m = Machine::new();
+    m.code64(CODE, |a| {
+        a.mov(eax, 1)?;
+        a.mov(dr7, rax)
+    });
+    m.long_mode(CODE);
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Unimplemented);
+    assert_eq!(exit.rip, CODE + 5);
+}

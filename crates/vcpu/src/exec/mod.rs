@@ -57,9 +57,16 @@ impl Vcpu {
         let d = unsafe { &*d };
         self.cur_len = d.ins.len() as u8;
         let blocking = self.interruptibility;
+        let single_step = self.rflags & rflags::TF != 0;
         match self.exec(mem, d)? {
             Flow::Next => self.rip = self.wrap_ip(d.ins.next_ip()),
             Flow::Jumped => {}
+        }
+        if single_step {
+            // TF at the start of an instruction: a single-step trap after it
+            // (SDM 17.3.1.4), delivered by the run loop once the instruction retires.
+            self.dr[4] |= 1 << 14; // DR6.BS
+            self.single_step_pending = true;
         }
         if blocking != 0 {
             // STI / MOV SS blocking lasts for one instruction (SDM 6.8.3).
@@ -624,15 +631,7 @@ impl Vcpu {
             vex || features.iter().any(|f| {
                 matches!(
                     f,
-                    F::MMX
-                        | F::SSE
-                        | F::SSE2
-                        | F::SSE3
-                        | F::SSSE3
-                        | F::SSE4_1
-                        | F::SSE4_2
-                        | F::FXSR
-                        | F::XSAVE
+                    F::MMX | F::SSE | F::SSE2 | F::SSE3 | F::SSSE3 | F::SSE4_1 | F::SSE4_2
                 )
             }) || (0..ins.op_count()).any(|i| {
                 ins.op_kind(i) == OpKind::Register && {
@@ -642,6 +641,22 @@ impl Vcpu {
             });
         if x87 && self.cr0 & (cr0::EM | cr0::TS) != 0 {
             return Stop::fault(vector::NM, None);
+        }
+        // FXSAVE/FXRSTOR work without CR4.OSFXSR (SDM Vol. 2A FXSAVE) but not with
+        // CR0.EM or CR0.TS; the XSAVE family needs CR4.OSXSAVE.
+        if features.contains(&F::FXSR) && self.cr0 & (cr0::EM | cr0::TS) != 0 {
+            return Stop::fault(vector::NM, None);
+        }
+        if features
+            .iter()
+            .any(|f| matches!(f, F::XSAVE | F::XSAVEOPT | F::XSAVEC | F::XSAVES))
+        {
+            if self.cr4 & cr4::OSXSAVE == 0 {
+                return Stop::ud();
+            }
+            if self.cr0 & cr0::TS != 0 {
+                return Stop::fault(vector::NM, None);
+            }
         }
         if simd {
             if vex && self.cr4 & cr4::OSXSAVE == 0 {

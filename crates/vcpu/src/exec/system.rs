@@ -53,6 +53,11 @@ impl Vcpu {
                     .instruction_exit(ExitReason::DrAccess, (n as u64 & 7) | ((gpr as u64) << 8)));
             }
             let slot = self.dr_slot(n)?;
+            if slot == 5 && value & 0xff != 0 {
+                // Enabling a hardware breakpoint: not modelled, and silently never
+                // firing would be a wrong result.
+                return Err(self.unimplemented(mem, d));
+            }
             self.dr[slot] = value;
             return Ok(Flow::Next);
         }
