@@ -66,12 +66,6 @@ fn hello_matches_qemu_under_tdp_and_shadow() {
     }
 }
 
-// The shadow-paging variants of kernexec and ptwrite (the guests that take page
-// faults) need the vCPU to report a #PF met while reading the IDT gate's code-segment
-// descriptor during event delivery as a #PF exit with IDT-vectoring information; today
-// crates/vcpu turns it into #GP, so the first exception of a shadow-paged guest whose
-// GDT page is not yet shadowed becomes a triple fault. Run them with `--ignored`.
-
 fn kernexec_cases(mode: MmuMode) {
     for name in [
         "kernexec",
@@ -89,7 +83,6 @@ fn kernexec_matches_qemu_under_tdp() {
 }
 
 #[test]
-#[ignore = "blocked on crates/vcpu: #PF while reading the gate's CS descriptor becomes #GP"]
 fn kernexec_matches_qemu_under_shadow() {
     kernexec_cases(MmuMode::Shadow);
 }
@@ -100,7 +93,6 @@ fn ptwrite_matches_qemu_under_tdp() {
 }
 
 #[test]
-#[ignore = "blocked on crates/vcpu: #PF while reading the gate's CS descriptor becomes #GP"]
 fn ptwrite_matches_qemu_under_shadow() {
     check_case(&guests::ptwrite(), MmuMode::Shadow);
 }
@@ -137,7 +129,6 @@ fn serial_output_and_status_are_identical_to_a_qemu_run_under_tdp() {
 }
 
 #[test]
-#[ignore = "blocked on crates/vcpu: #PF while reading the gate's CS descriptor becomes #GP"]
 fn serial_output_and_status_are_identical_to_a_qemu_run_under_shadow() {
     identical_to_qemu(MmuMode::Shadow);
 }
