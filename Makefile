@@ -46,12 +46,39 @@ kernel: deps
 	kernel/build.sh qemu-tcg build/kernel
 	kernel/build.sh any-cpu build/kernel-any-cpu
 root-task: deps
-	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/qemu-tcg
-	cd root-task && SEL4_KERNEL_CONFIG=any-cpu $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/any-cpu
+	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/qemu-tcg --bin capvisor-root-task
+	cd root-task && SEL4_KERNEL_CONFIG=any-cpu $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/any-cpu --bin capvisor-root-task
 	@mkdir -p build
 	cp $(ROOT_TASK_TARGET_DIR)/qemu-tcg/x86_64-unknown-none/release/capvisor-root-task build/root-task.elf
 	cp $(ROOT_TASK_TARGET_DIR)/any-cpu/x86_64-unknown-none/release/capvisor-root-task build/root-task-any-cpu.elf
-sel4-image: kernel root-task
+sel4-image: kernel root-task sel4-system
+
+# The system root task (root-task/src/bin/system): instantiates a capDL spec embedded at
+# build time with the ELF images of its PDs. The PDs (drivers/*-pd, root-task/test-pds)
+# are built in the root task's workspace for the qemu-tcg configuration, stripped into
+# build/pd/<elf>.elf; each spec of SYSTEM_SPECS (root-task/specs/<name>.toml) becomes
+# build/specs/<name>.capdl.bin and a root task build/system-<name>.elf.
+.PHONY: sel4-pds sel4-specs sel4-system
+SEL4_PDS := uart timer test_ticks test_client
+SYSTEM_SPECS := system-test fault-test too-big-test
+SEL4_PD_TARGET_DIR := $(ROOT_TASK_TARGET_DIR)/qemu-tcg
+sel4-pds: deps
+	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) -p uart-pd -p timer-pd -p capvisor-test-pds
+	@mkdir -p build/pd
+	@for p in $(SEL4_PDS); do \
+	    objcopy --strip-all $(SEL4_PD_TARGET_DIR)/x86_64-unknown-none/release/$$p build/pd/$$p.elf || exit 1; \
+	done
+sel4-specs: deps
+	@mkdir -p build/specs
+	@for s in $(SYSTEM_SPECS); do \
+	    $(CARGO) run -q -p capdl -- binary root-task/specs/$$s.toml -o build/specs/$$s.capdl.bin || exit 1; \
+	done
+sel4-system: sel4-pds sel4-specs
+	@for s in $(SYSTEM_SPECS); do \
+	    (cd root-task && CAPVISOR_SPEC=$(CURDIR)/build/specs/$$s.capdl.bin CAPVISOR_PD_DIR=$(CURDIR)/build/pd \
+	        SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) --bin capvisor-system) || exit 1; \
+	    cp $(SEL4_PD_TARGET_DIR)/x86_64-unknown-none/release/capvisor-system build/system-$$s.elf || exit 1; \
+	done
 
 # The system spec (capdl/): `make capdl` prints the capDL spec of capdl/system.toml;
 # `make capdl-bin` writes build/system.capdl.bin, the binary form the root task reads.

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod badge;
+pub mod boot;
 pub mod format;
 pub mod layout;
 mod reader;

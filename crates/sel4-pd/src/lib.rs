@@ -1,0 +1,51 @@
+//! Runtime for capvisor's seL4 protection domains (every thread the root task starts
+//! from the capDL spec; the root task itself uses `sel4-root-task`).
+//!
+//! What a PD finds when its first instruction runs (the root task sets it up from the
+//! spec, see `capdl_spec::layout` and `capdl_spec::slot`):
+//! - rsp = the top of its stack (`layout::STACK_TOP`), rip = its ELF entry;
+//! - its IPC buffer mapped at `layout::IPC_BUFFER_VADDR`, and the kernel pointing GS at it;
+//! - its capabilities in the slots of `capdl_spec::slot` of a single-level CNode whose
+//!   guard makes a slot number a whole CPtr;
+//! - its [`BootParams`] in the read-only frame at `layout::BOOT_PARAMS_VADDR`.
+//!
+//! This crate provides:
+//! - the `_start` entry, which aligns the stack and calls the function named by
+//!   [`declare_main!`] with the boot parameters ([`runtime`], bare metal only);
+//! - [`console`]: the "print these bytes" protocol of the UART driver PD and its client;
+//! - [`logger`]: a [`log`] logger over the console (or, for the UART PD itself, over
+//!   its own device);
+//! - a panic handler that prints through `seL4_DebugPutChar` and then *faults*
+//!   (`ud2`), so the supervisor on the fault endpoint sees the PD die with its
+//!   registers rather than a PD that silently spins.
+#![no_std]
+
+pub mod console;
+pub mod logger;
+#[cfg(target_os = "none")]
+mod runtime;
+
+pub use capdl_spec::boot::BootParams;
+pub use capdl_spec::slot;
+pub use capdl_spec::{self, badge, layout, PdKind, TimerKind};
+
+/// Names the PD's main function, `fn(&'static BootParams) -> !`.
+#[macro_export]
+macro_rules! declare_main {
+    ($main:path) => {
+        #[no_mangle]
+        fn __sel4_pd_main(params: &'static $crate::BootParams) -> ! {
+            let main: fn(&'static $crate::BootParams) -> ! = $main;
+            main(params)
+        }
+    };
+}
+
+/// Stops this PD by faulting: the kernel sends a UserException (invalid opcode) to
+/// the supervisor, which logs the PD and its registers.
+#[cfg(target_arch = "x86_64")]
+pub fn fault() -> ! {
+    // SAFETY: ud2 raises #UD; the kernel turns it into a fault message and this thread
+    // never runs again unless the supervisor restarts it.
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
+}

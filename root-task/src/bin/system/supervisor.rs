@@ -1,0 +1,133 @@
+//! The supervisor: the root task receives every PD's faults on the fault endpoint
+//! (each PD's fault capability carries its PD index + 1 as badge), logs the PD, the
+//! fault and its registers, and leaves the PD stopped (it is not replied to).
+//!
+//! Fault messages (seL4 5.0.0, libsel4 `shared_types.bf` and the x86_64
+//! `constants.h`): the label is the fault type; a VM fault carries IP, address,
+//! prefetch flag and FSR; a user exception IP, SP, RFLAGS, exception number and code.
+
+use crate::instantiate::Pd;
+use log::{error, info};
+use sel4::cap_type::Endpoint;
+use sel4::Cap;
+
+/// `seL4_FaultType` labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Cap {
+        ip: u64,
+        addr: u64,
+    },
+    UnknownSyscall {
+        number: u64,
+    },
+    UserException {
+        ip: u64,
+        sp: u64,
+        number: u64,
+        code: u64,
+    },
+    Vm {
+        ip: u64,
+        addr: u64,
+        prefetch: bool,
+        fsr: u64,
+    },
+    Other(u64),
+}
+
+impl Fault {
+    /// Decodes the message just received (label and message registers).
+    fn decode(label: u64) -> Fault {
+        let mr = |i| sel4::get_mr(i).unwrap_or(0);
+        match label {
+            1 => Fault::Cap {
+                ip: mr(0),
+                addr: mr(1),
+            },
+            // UnknownSyscall: the registers first, the syscall number in MR 18 on
+            // x86_64 (seL4_UnknownSyscall_Syscall).
+            2 => Fault::UnknownSyscall { number: mr(18) },
+            3 => Fault::UserException {
+                ip: mr(0),
+                sp: mr(1),
+                number: mr(3),
+                code: mr(4),
+            },
+            5 => Fault::Vm {
+                ip: mr(0),
+                addr: mr(1),
+                prefetch: mr(2) != 0,
+                fsr: mr(3),
+            },
+            l => Fault::Other(l),
+        }
+    }
+}
+
+impl core::fmt::Display for Fault {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Fault::Cap { ip, addr } => write!(f, "capability fault at ip {ip:#x} (cptr {addr:#x})"),
+            Fault::UnknownSyscall { number } => write!(f, "unknown syscall {number:#x}"),
+            Fault::UserException {
+                ip,
+                sp,
+                number,
+                code,
+            } => write!(
+                f,
+                "user exception {number} (code {code:#x}) at ip {ip:#x}, sp {sp:#x}"
+            ),
+            Fault::Vm {
+                ip,
+                addr,
+                prefetch,
+                fsr,
+            } => write!(
+                f,
+                "VM fault at address {addr:#x} ({}, error code {fsr:#x}) at ip {ip:#x}",
+                if prefetch {
+                    "instruction fetch"
+                } else if fsr & 2 != 0 {
+                    "write"
+                } else {
+                    "read"
+                }
+            ),
+            Fault::Other(l) => write!(f, "fault of unknown type {l}"),
+        }
+    }
+}
+
+/// Serves the fault endpoint forever.
+pub fn run(fault_ep: Cap<Endpoint>, pds: &[Pd]) -> ! {
+    loop {
+        let (msg, badge) = fault_ep.recv();
+        let fault = Fault::decode(msg.label());
+        let pd = (badge as usize).checked_sub(1).and_then(|i| pds.get(i));
+        let Some(pd) = pd else {
+            error!("supervisor: fault from unknown badge {badge:#x}: {fault}");
+            continue;
+        };
+        error!("supervisor: PD {} ({}) faulted: {fault}", pd.name, pd.elf);
+        match pd.tcb.tcb_read_registers(false) {
+            Ok(r) => {
+                error!(
+                    "supervisor: {} registers: rip {:#x} rsp {:#x} rflags {:#x} rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x}",
+                    pd.name, r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx
+                );
+                error!(
+                    "supervisor: {} registers: rsi {:#x} rdi {:#x} rbp {:#x} r8 {:#x} r9 {:#x} r10 {:#x} r11 {:#x}",
+                    pd.name, r.rsi, r.rdi, r.rbp, r.r8, r.r9, r.r10, r.r11
+                );
+                error!(
+                    "supervisor: {} registers: r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
+                    pd.name, r.r12, r.r13, r.r14, r.r15
+                );
+            }
+            Err(e) => error!("supervisor: TCB_ReadRegisters of {}: {e}", pd.name),
+        }
+        info!("supervisor: PD {} stays stopped", pd.name);
+    }
+}

@@ -1,0 +1,235 @@
+//! Boots the real seL4 kernel with the system root task (`make sel4-system`), which
+//! instantiates a capDL test spec (root-task/specs/) and starts its PDs: the UART and
+//! timer driver PDs (drivers/) and the test PDs (root-task/test-pds/) in the servers'
+//! places. Checks, from the serial output and the isa-debug-exit status:
+//! - the whole system: every PD prints through the UART PD's console endpoint, the
+//!   timer PD's PIT interrupts become recovery ticks on the mmu-server's notification,
+//!   the client's badged call reaches the PD in the mmu-server's place with its VM id,
+//!   and the client ends QEMU through the debug-exit ports its VM was granted;
+//! - the supervisor: a PD that faults is reported with the fault and its registers;
+//! - a spec that needs more memory than the machine has is a message, not a hang.
+
+use capvisor_tests::{artefact, run_qemu, QemuRun};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Boot to exit takes about a second; allow for a loaded machine.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// test_client writes 0x2a to isa-debug-exit: QEMU exits with (0x2a << 1) | 1.
+const PASS_STATUS: i32 = 0x2a << 1 | 1;
+/// The system root task writes 0x11 when the spec cannot be instantiated.
+const INSTANTIATION_FAILED: i32 = 0x11 << 1 | 1;
+
+fn qemu_args(spec: &str) -> (std::path::PathBuf, String) {
+    let kernel = artefact("kernel/kernel32.elf", "kernel");
+    let root_task = artefact(&format!("system-{spec}.elf"), "sel4-system");
+    (
+        kernel,
+        root_task.to_str().expect("a UTF-8 build path").to_string(),
+    )
+}
+
+fn boot(spec: &str) -> QemuRun {
+    let (kernel, root_task) = qemu_args(spec);
+    run_qemu(
+        &kernel,
+        &["-cpu", "max", "-m", "512", "-initrd", &root_task],
+        TIMEOUT,
+    )
+}
+
+/// Boots and reads the serial output line by line until a line contains `until`
+/// (then stops QEMU) or the timeout passes. For runs that do not end by themselves.
+fn boot_until(spec: &str, until: &str) -> (String, bool) {
+    let (kernel, root_task) = qemu_args(spec);
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "tcg", "-cpu", "max", "-m", "512", "-display", "none",
+        ])
+        .args(["-monitor", "none", "-no-reboot", "-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .args(["-initrd", &root_task])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (make deps installs it)");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut serial = String::new();
+    let mut seen = false;
+    while let Some(left) = TIMEOUT.checked_sub(start.elapsed()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                serial.push_str(&line);
+                serial.push('\n');
+                if line.contains(until) {
+                    seen = true;
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (serial, seen)
+}
+
+/// Asserts that `serial` contains each of `lines`, in this order.
+fn assert_in_order(serial: &str, lines: &[&str]) {
+    let mut rest = serial;
+    for line in lines {
+        match rest.find(line) {
+            Some(at) => rest = &rest[at + line.len()..],
+            None => panic!("missing (or out of order): {line:?}\n--- serial ---\n{serial}"),
+        }
+    }
+}
+
+#[test]
+fn drivers_and_test_pds_run_from_the_spec_and_the_client_exits_qemu() {
+    let run = boot("system-test");
+    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
+    assert_in_order(
+        &run.serial,
+        &[
+            "Booting all finished, dropped to user space",
+            "capvisor system: seL4 5.0.0 x86_64, kernel config qemu-tcg, spec ",
+            "system-test.capdl.bin",
+            "4 PDs, 1 VMs; 4 images embedded",
+            "instantiated ",
+            // PDs in the spec's order, each at its ELF's entry point.
+            "started PD mmu_server (test_ticks) at 0x400000",
+            "started PD uart (uart) at 0x400000",
+            "started PD timer (timer) at 0x400000",
+            "started PD vmm_demo (test_client) at 0x400000",
+            "supervisor: waiting for faults",
+        ],
+    );
+    // Every object and capability of the spec was made.
+    let count = |prefix: &str| -> (u64, u64) {
+        let line = run
+            .serial
+            .lines()
+            .find(|l| l.contains(prefix))
+            .expect(prefix);
+        let w: Vec<&str> = line[line.find(prefix).unwrap() + prefix.len()..]
+            .split_whitespace()
+            .collect();
+        (w[0].parse().expect("objects"), w[2].parse().expect("caps"))
+    };
+    let spec = count("spec: ");
+    assert!(spec.0 > 100 && spec.1 > 100, "{spec:?}");
+    assert_eq!(count("instantiated "), spec);
+    // The PDs run concurrently: check each one's own sequence.
+    assert_in_order(
+        &run.serial,
+        &["[INFO  uart] 16550 at 0x3f8 ready, serving the console"],
+    );
+    assert_in_order(
+        &run.serial,
+        &["[INFO  timer] PIT channel 0 every 20000 us, recovery tick every 20 ms (1 interrupts)"],
+    );
+    assert_in_order(
+        &run.serial,
+        &[
+            // Through the console endpoint: the UART PD prints the client's lines.
+            "[INFO  test_client] test-client: hello from VM 7 through the UART PD",
+            // The badge of the client's mmu capability carries its VM id (7, from the
+            // spec), which the server decodes.
+            "[INFO  test_ticks] test-ticks: VM 7 (nx control false) waits for 3 ticks",
+            "[INFO  test_ticks] test-ticks: recovery tick 1/3 (badge 0x1)",
+            "[INFO  test_ticks] test-ticks: recovery tick 2/3 (badge 0x1)",
+            "[INFO  test_ticks] test-ticks: recovery tick 3/3 (badge 0x1)",
+            "[INFO  test_client] test-client: reply label 0: waited 3 ticks, server saw VM 7",
+            "[INFO  test_client] test-client: done, exiting QEMU",
+        ],
+    );
+    assert!(run
+        .serial
+        .contains("[INFO  timer] first recovery tick sent to the mmu-server"));
+    assert!(
+        !run.serial.contains("faulted"),
+        "no PD faulted:\n{}",
+        run.serial
+    );
+    assert!(!run.serial.contains("panicked"), "{}", run.serial);
+    assert_eq!(
+        run.status,
+        Some(PASS_STATUS),
+        "exit status; serial:\n{}",
+        run.serial
+    );
+}
+
+#[test]
+fn the_supervisor_reports_a_faulting_pd_with_its_registers() {
+    let (serial, seen) = boot_until("fault-test", "supervisor: PD vmm_demo stays stopped");
+    assert!(seen, "the supervisor never finished its report:\n{serial}");
+    assert_in_order(
+        &serial,
+        &[
+            "[INFO  test_client] test-client: faulting on purpose at 0xdeadb000",
+            // A write (error code bit 1) to the unmapped address, by the client's code.
+            "supervisor: PD vmm_demo (test_client) faulted: VM fault at address 0xdeadb000 (write, error code 0x",
+            "supervisor: vmm_demo registers: rip 0x4",
+            "supervisor: vmm_demo registers: rsi ",
+            "supervisor: vmm_demo registers: r12 ",
+            "supervisor: PD vmm_demo stays stopped",
+        ],
+    );
+    // The faulting instruction's address is in the client's image, and its stack
+    // pointer in the stack the spec gave it (below 0x3000_0000).
+    let regs = serial
+        .lines()
+        .find(|l| l.contains("vmm_demo registers: rip"))
+        .expect("register line");
+    let field = |name: &str| -> u64 {
+        let w: Vec<&str> = regs.split_whitespace().collect();
+        let i = w.iter().position(|x| *x == name).expect("field");
+        u64::from_str_radix(w[i + 1].trim_start_matches("0x"), 16).expect("hex")
+    };
+    assert!((0x40_0000..0x42_0000).contains(&field("rip")), "{regs}");
+    assert!((0x2fff_c000..0x3000_0000).contains(&field("rsp")), "{regs}");
+    // The rest of the system keeps running: ticks still arrive.
+    assert!(
+        serial.contains("[INFO  uart] 16550 at 0x3f8 ready"),
+        "{serial}"
+    );
+}
+
+#[test]
+fn a_spec_larger_than_the_machine_is_a_clear_error() {
+    let run = boot("too-big-test");
+    assert!(
+        !run.timed_out,
+        "QEMU timed out (a hang); serial:\n{}",
+        run.serial
+    );
+    assert_in_order(
+        &run.serial,
+        &[
+            "capvisor system: cannot instantiate the spec: not enough untyped memory for vm_huge_ram_ut (2^30 bytes)",
+        ],
+    );
+    assert_eq!(
+        run.status,
+        Some(INSTANTIATION_FAILED),
+        "serial:\n{}",
+        run.serial
+    );
+}
