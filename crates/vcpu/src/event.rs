@@ -236,7 +236,7 @@ impl Vcpu {
         let base = self.idtr.base.wrapping_add(off);
         let lo = self.read_linear_implicit(mem, base, 8)?;
         let hi = if long {
-            self.read_linear_implicit(mem, base + 8, 8)?
+            self.read_linear_implicit(mem, base.wrapping_add(8), 8)?
         } else {
             0
         };
@@ -404,7 +404,12 @@ impl Vcpu {
             let lin = ss.base.wrapping_add(bottom) & 0xffff_ffff;
             self.probe_write(mem, lin, w * n as u64, true)?;
             for (i, v) in frame[..n].iter().enumerate() {
-                self.write_linear_implicit(mem, (lin + w * i as u64) & 0xffff_ffff, w as u8, *v)?;
+                self.write_linear_implicit(
+                    mem,
+                    lin.wrapping_add(w * i as u64) & 0xffff_ffff,
+                    w as u8,
+                    *v,
+                )?;
             }
             if changed {
                 self.seg[SegReg::Ss as usize] = ss;

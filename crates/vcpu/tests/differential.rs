@@ -120,8 +120,10 @@ fn div_faults(s: &State, bits: u32, signed: bool) -> bool {
         let n = ((n << sh) as i128) >> sh;
         let dsh = 128 - bits;
         let d = (((d as u128) << dsh) as i128) >> dsh;
-        let q = n / d;
-        q < -(1i128 << (bits - 1)) || q >= (1i128 << (bits - 1))
+        match n.checked_div(d) {
+            Some(q) => q < -(1i128 << (bits - 1)) || q >= (1i128 << (bits - 1)),
+            None => true,
+        }
     } else {
         n / d as u128 > m as u128
     }
@@ -489,4 +491,17 @@ fn alu_matches_host_cpu() {
         }
     }
     assert!(checked > 100_000, "only {checked} comparisons");
+}
+
+#[test]
+fn idiv64_of_the_most_negative_dividend_by_minus_one_is_a_divide_error() {
+    let mut m = Machine::new();
+    m.write(CODE, &asm(64, CODE, |a| a.idiv(rbx)));
+    let mut s: State = [0, u64::MAX, 0, 0x8000_0000_0000_0000, 0x202];
+    assert_eq!(model(&mut m, &mut s), Err(0));
+    assert!(div_faults(
+        &[0, u64::MAX, 0, 0x8000_0000_0000_0000, 0x202],
+        64,
+        true
+    ));
 }

@@ -218,8 +218,11 @@ impl Vcpu {
             let sh = 128 - 2 * bits;
             let n = ((dividend << sh) as i128) >> sh;
             let dv = sign_extend(divisor, size) as i64 as i128;
-            let q = n / dv;
-            let r = n % dv;
+            // i128::MIN / -1 (a 64-bit IDIV of 2^127 by -1) overflows i128 itself:
+            // it is a quotient overflow, #DE.
+            let (Some(q), Some(r)) = (n.checked_div(dv), n.checked_rem(dv)) else {
+                return Err(Stop::fault(vector::DE, None));
+            };
             let min = -(1i128 << (bits - 1));
             let max = (1i128 << (bits - 1)) - 1;
             if q < min || q > max {
@@ -390,18 +393,18 @@ impl Vcpu {
             return Err(Stop::gp0());
         }
         let lo = self.read_linear(mem, lin, half)?;
-        let hi = self.read_linear(mem, lin + half as u64, half)?;
+        let hi = self.read_linear(mem, lin.wrapping_add(half as u64), half)?;
         let m = size_mask(half);
         let (ax, dx) = (self.gpr[0] & m, self.gpr[2] & m);
         if lo == ax && hi == dx {
             self.probe_write(mem, lin, half as u64 * 2, false)?;
             self.write_linear(mem, lin, half, self.gpr[3] & m)?;
-            self.write_linear(mem, lin + half as u64, half, self.gpr[1] & m)?;
+            self.write_linear(mem, lin.wrapping_add(half as u64), half, self.gpr[1] & m)?;
             self.rflags |= rflags::ZF;
         } else {
             self.probe_write(mem, lin, half as u64 * 2, false)?;
             self.write_linear(mem, lin, half, lo)?;
-            self.write_linear(mem, lin + half as u64, half, hi)?;
+            self.write_linear(mem, lin.wrapping_add(half as u64), half, hi)?;
             self.set_gpr_sized(0, half, lo);
             self.set_gpr_sized(2, half, hi);
             self.rflags &= !rflags::ZF;

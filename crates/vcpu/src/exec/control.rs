@@ -49,7 +49,7 @@ impl Vcpu {
         let off_size = total - 2;
         let lin = self.mem_linear(d, total, false)?;
         let off = self.read_linear(mem, lin, off_size)?;
-        let sel = self.read_linear(mem, lin + off_size as u64, 2)? as u16;
+        let sel = self.read_linear(mem, lin.wrapping_add(off_size as u64), 2)? as u16;
         Ok((sel, off))
     }
 

@@ -364,9 +364,9 @@ impl Vcpu {
         let lin = self.mem_linear(d, 6, false)?;
         let limit = self.read_linear(mem, lin, 2)? as u16;
         let base = if self.bitness == 64 {
-            self.read_linear(mem, lin + 2, 8)?
+            self.read_linear(mem, lin.wrapping_add(2), 8)?
         } else {
-            let b = self.read_linear(mem, lin + 2, 4)?;
+            let b = self.read_linear(mem, lin.wrapping_add(2), 4)?;
             if matches!(
                 d.ins.code(),
                 iced_x86::Code::Lgdt_m1632_16 | iced_x86::Code::Lidt_m1632_16
@@ -398,7 +398,7 @@ impl Vcpu {
         let lin = self.mem_linear(d, 2 + base_size, true)?;
         self.probe_write(mem, lin, 2 + base_size as u64, false)?;
         self.write_linear(mem, lin, 2, t.limit as u64)?;
-        self.write_linear(mem, lin + 2, base_size, t.base)?;
+        self.write_linear(mem, lin.wrapping_add(2), base_size, t.base)?;
         Ok(Flow::Next)
     }
 
@@ -554,7 +554,7 @@ impl Vcpu {
         let kind = self.reg(type_reg);
         let lin = self.mem_linear(d, 16, false)?;
         let lo = self.read_linear(mem, lin, 8)?;
-        let hi = self.read_linear(mem, lin + 8, 8)?;
+        let hi = self.read_linear(mem, lin.wrapping_add(8), 8)?;
         if kind > 3 || lo >> 12 != 0 {
             return Err(Stop::gp0());
         }
@@ -853,7 +853,7 @@ impl Vcpu {
         let size = REG_SLOTS[r as usize].size;
         let lin = self.mem_linear(d, size + 2, false)?;
         let off = self.read_linear(mem, lin, size)?;
-        let sel = self.read_linear(mem, lin + size as u64, 2)? as u16;
+        let sel = self.read_linear(mem, lin.wrapping_add(size as u64), 2)? as u16;
         let seg = match d.mnemonic {
             Mnemonic::Lss => SegReg::Ss,
             Mnemonic::Lfs => SegReg::Fs,
