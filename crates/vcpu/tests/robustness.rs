@@ -27,7 +27,7 @@ fn random_program(m: &mut Machine, rng: &mut Rng) {
     for g in Gpr::ALL {
         // Mostly small values (addresses inside RAM), sometimes anything.
         let v = rng.next();
-        let v = if v % 4 == 0 { v } else { (v >> 40) & 0x7f_fff8 };
+        let v = if v.is_multiple_of(4) { v } else { (v >> 40) & 0x7f_fff8 };
         m.cpu.set_gpr(g, v);
     }
 }
