@@ -344,6 +344,9 @@ mod native {
 
     /// Executable copy of: load rax/rbx/rcx/rdx and RFLAGS from *rdi, the instruction,
     /// store them back.
+    /// State as the trampoline sees it: rax, rbx, rcx, rdx, rflags, rsi.
+    pub type Frame = [u64; 6];
+
     pub struct Trampoline {
         page: *mut u8,
     }
@@ -358,6 +361,7 @@ mod native {
                 0x49, 0x8b, 0x5f, 0x08, // mov rbx, [r15+8]
                 0x49, 0x8b, 0x4f, 0x10, // mov rcx, [r15+16]
                 0x49, 0x8b, 0x57, 0x18, // mov rdx, [r15+24]
+                0x49, 0x8b, 0x77, 0x28, // mov rsi, [r15+40]
                 0x41, 0xff, 0x77, 0x20, // push qword [r15+32]
                 0x9d, // popfq
             ];
@@ -399,9 +403,18 @@ mod native {
         }
 
         pub fn run(&self, s: &mut State) {
+            let mut f: Frame = [s[0], s[1], s[2], s[3], s[4], 0];
+            self.run_frame(&mut f);
+            s.copy_from_slice(&f[..5]);
+        }
+
+        /// Runs with RSI set (memory-operand forms); the instruction may only touch
+        /// memory the caller owns at RSI.
+        pub fn run_frame(&self, s: &mut Frame) {
             // SAFETY: the page holds a complete function with the C ABI that only
-            // touches *s and the registers it saves.
-            let f: extern "C" fn(*mut State) = unsafe { std::mem::transmute(self.page) };
+            // touches *s, the registers it saves, and whatever the instruction
+            // addresses through RSI, which the caller points at its own buffer.
+            let f: extern "C" fn(*mut Frame) = unsafe { std::mem::transmute(self.page) };
             f(s);
         }
     }
@@ -504,4 +517,154 @@ fn idiv64_of_the_most_negative_dividend_by_minus_one_is_a_divide_error() {
         64,
         true
     ));
+}
+
+/// Memory-operand forms: the operand lives in a 64-byte buffer (RSI points at its
+/// middle), natively a host buffer and in the model guest memory at DATA.
+struct MemCase {
+    name: &'static str,
+    emit: Emit,
+    defined: fn(&State) -> Option<u64>,
+    faults: fn(&State) -> bool,
+    /// Bit-string forms: keep the register bit offset within the buffer.
+    small_bit_offset: bool,
+}
+
+const DATA: u64 = 0x3_0000;
+
+macro_rules! mem_cases {
+    ($($name:literal => $emit:expr, $defined:expr, $faults:expr, $small:expr;)*) => {
+        vec![$(MemCase { name: $name, emit: $emit, defined: $defined, faults: $faults, small_bit_offset: $small }),*]
+    };
+}
+
+fn mem_cases() -> Vec<MemCase> {
+    mem_cases! {
+        "add_m8_r" => |a| a.add(byte_ptr(rsi), bl), all, never, false;
+        "add_m64_r" => |a| a.add(qword_ptr(rsi), rbx), all, never, false;
+        "adc_r32_m" => |a| a.adc(eax, dword_ptr(rsi)), all, never, false;
+        "sub_m16_imm" => |a| a.sub(word_ptr(rsi), 0x1234), all, never, false;
+        "sbb_m32_r" => |a| a.sbb(dword_ptr(rsi), ebx), all, never, false;
+        "cmp_m64_r" => |a| a.cmp(qword_ptr(rsi), rbx), all, never, false;
+        "and_m32_r" => |a| a.and(dword_ptr(rsi), ebx), logic, never, false;
+        "or_r16_m" => |a| a.or(ax, word_ptr(rsi)), logic, never, false;
+        "xor_m8_imm" => |a| a.xor(byte_ptr(rsi), 0x5a), logic, never, false;
+        "test_m64_r" => |a| a.test(qword_ptr(rsi), rbx), logic, never, false;
+        "inc_m16" => |a| a.inc(word_ptr(rsi)), all, never, false;
+        "dec_m64" => |a| a.dec(qword_ptr(rsi)), all, never, false;
+        "neg_m32" => |a| a.neg(dword_ptr(rsi)), all, never, false;
+        "not_m8" => |a| a.not(byte_ptr(rsi)), all, never, false;
+        "shl_m32_cl" => |a| a.shl(dword_ptr(rsi), cl), |s| shift_flags(s, 32, false), never, false;
+        "sar_m8_cl" => |a| a.sar(byte_ptr(rsi), cl), |s| shift_flags(s, 8, true), never, false;
+        "shr_m64_cl" => |a| a.shr(qword_ptr(rsi), cl), |s| shift_flags(s, 64, false), never, false;
+        "rol_m16_cl" => |a| a.rol(word_ptr(rsi), cl), |s| rot_flags(s, 16, false), never, false;
+        "rcr_m32_cl" => |a| a.rcr(dword_ptr(rsi), cl), |s| rot_flags(s, 32, true), never, false;
+        "shld_m64_cl" => |a| a.shld(qword_ptr(rsi), rbx, cl), |s| shxd_flags(s, 64), never, false;
+        "shrd_m32_cl" => |a| a.shrd(dword_ptr(rsi), ebx, cl), |s| shxd_flags(s, 32), never, false;
+        "mul_m64" => |a| a.mul(qword_ptr(rsi)), cf_of, never, false;
+        "imul_r32_m" => |a| a.imul_2(eax, dword_ptr(rsi)), cf_of, never, false;
+        "imul_r16_m_imm" => |a| a.imul_3(ax, word_ptr(rsi), 77), cf_of, never, false;
+        "bt_m32_r" => |a| a.bt(dword_ptr(rsi), ebx), cf_only, never, true;
+        "bts_m64_r" => |a| a.bts(qword_ptr(rsi), rbx), cf_only, never, true;
+        "btr_m16_r" => |a| a.btr(word_ptr(rsi), bx), cf_only, never, true;
+        "btc_m64_imm" => |a| a.btc(qword_ptr(rsi), 45), cf_only, never, false;
+        "xadd_m32_r" => |a| a.xadd(dword_ptr(rsi), ebx), all, never, false;
+        "cmpxchg_m64_r" => |a| a.cmpxchg(qword_ptr(rsi), rbx), all, never, false;
+        "movzx_r32_m8" => |a| a.movzx(eax, byte_ptr(rsi)), all, never, false;
+        "movsx_r64_m16" => |a| a.movsx(rax, word_ptr(rsi)), all, never, false;
+        "xchg_m16_r" => |a| a.xchg(word_ptr(rsi), bx), all, never, false;
+        "bswap_via_movbe" => |a| a.movbe(eax, dword_ptr(rsi)), all, never, false;
+        "setcc_m8" => |a| a.setg(byte_ptr(rsi)), all, never, false;
+        "cmovb_r64_m" => |a| a.cmovb(rax, qword_ptr(rsi)), all, never, false;
+    }
+}
+
+#[test]
+fn memory_operand_forms_match_host_cpu() {
+    let mut m = Machine::new();
+    let mut rng = Rng(0x0bad_cafe_1234_5678);
+    let mut checked = 0;
+    for case in mem_cases() {
+        let bytes = asm(64, CODE, |a| (case.emit)(a));
+        m.write(CODE, &bytes);
+        let tramp = native::Trampoline::new(&bytes);
+        for _ in 0..600 {
+            let mut input: State = [
+                rng.operand(),
+                rng.operand(),
+                rng.operand(),
+                rng.operand(),
+                (rng.next() & ALL) | 0x202,
+            ];
+            if case.small_bit_offset {
+                // Within +-128 bits of the operand: inside the 64-byte buffer.
+                input[1] = ((input[1] % 256) as i64 - 128) as u64;
+            }
+            let buf: [u64; 8] = std::array::from_fn(|_| rng.operand());
+            // Model: buffer at DATA, RSI at its middle.
+            for (i, v) in buf.iter().enumerate() {
+                m.write_u64(DATA + 8 * i as u64, *v);
+            }
+            let mut got = input;
+            m.long_mode(CODE);
+            for (g, v) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx]
+                .iter()
+                .zip(got.iter())
+            {
+                m.cpu.set_gpr(*g, *v);
+            }
+            m.cpu.set_gpr(Gpr::Rsi, DATA + 32);
+            m.cpu.set_rflags(got[4]);
+            m.cpu.controls.exception_bitmap = u32::MAX;
+            m.cpu.controls.budget = Some(1);
+            let exit = m.run();
+            if (case.faults)(&input) {
+                continue;
+            }
+            assert_eq!(
+                exit.reason,
+                ExitReason::PreemptionTimer,
+                "{}: {exit:?}",
+                case.name
+            );
+            for (i, g) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx].iter().enumerate() {
+                got[i] = m.cpu.gpr(*g);
+            }
+            got[4] = m.cpu.rflags();
+            let got_buf: [u64; 8] = std::array::from_fn(|i| m.read_u64(DATA + 8 * i as u64));
+            let Some(defined) = (case.defined)(&input) else {
+                continue;
+            };
+            // Host: the same on a host buffer.
+            let mut host_buf = buf;
+            let mut frame: native::Frame = [
+                input[0],
+                input[1],
+                input[2],
+                input[3],
+                input[4],
+                host_buf.as_mut_ptr() as u64 + 32,
+            ];
+            tramp.run_frame(&mut frame);
+            assert_eq!(
+                &got[..4],
+                &frame[..4],
+                "{}: registers differ for {input:x?} {buf:x?}",
+                case.name
+            );
+            assert_eq!(
+                got_buf, host_buf,
+                "{}: memory differs for {input:x?}",
+                case.name
+            );
+            assert_eq!(
+                got[4] & defined,
+                frame[4] & defined,
+                "{}: flags differ (mask {defined:#x}) for {input:x?} {buf:x?}",
+                case.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 15_000, "only {checked} comparisons");
 }
