@@ -284,3 +284,45 @@ fn vmm_reads_guest_linear_memory_through_guest_paging() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn an_address_no_region_backs_is_a_bad_hpa_exit() {
+    // The identity map covers 1 GiB but RAM is 8 MiB.
+    let mut m = machine(|a| {
+        a.mov(rax, 0x2000_0008u64)?;
+        a.mov(rbx, qword_ptr(rax))?;
+        a.hlt()
+    });
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::BadHpa, "{exit:?}");
+    assert_eq!(exit.guest_physical, Some(0x2000_0000));
+    assert_eq!(exit.rip, CODE + 10);
+}
+
+#[test]
+fn ept_misconfiguration_exit() {
+    let mut m = Machine::new();
+    const EPT: u64 = 0x70_0000;
+    m.write_u64(EPT, (EPT + 0x1000) | 7);
+    m.write_u64(EPT + 0x1000, (EPT + 0x2000) | 7);
+    for i in 0..4u64 {
+        // 4..6 MiB: write without read, a misconfiguration (SDM 29.3.3.1).
+        let perms = if i == 2 { 2 } else { 7 };
+        m.write_u64(
+            EPT + 0x2000 + 8 * i,
+            (i << 21) | (6 << 3) | (1 << 7) | perms,
+        );
+    }
+    m.code64(CODE, |a| {
+        a.mov(rax, 0x40_0000u64)?;
+        a.mov(rbx, qword_ptr(rax))?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    m.cpu.controls.enable_ept = true;
+    m.cpu.controls.eptp = EPT | (3 << 3) | 6;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::EptMisconfig, "{exit:?}");
+    assert_eq!(exit.reason.number(), 49);
+    assert_eq!(exit.guest_physical.map(|g| g & !0xfff), Some(0x40_0000));
+}

@@ -406,7 +406,12 @@ impl Vcpu {
             Mnemonic::Iretd => 4,
             _ => 2,
         };
-        if self.rflags & rflags::NT != 0 && !self.long_mode_active() {
+        if self.rflags & rflags::NT != 0 {
+            // A nested-task return: #GP(0) in IA-32e mode, a task switch otherwise
+            // (not modelled).
+            if self.long_mode_active() {
+                return Err(Stop::gp0());
+            }
             return Err(self.unimplemented(mem, d));
         }
         let ip = self.peek(mem, 0, size)?;
