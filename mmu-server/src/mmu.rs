@@ -10,6 +10,10 @@ use crate::spte::{self, Format, ENTRIES, WRITABLE};
 use ipc::{flush, Error, Stats};
 use physmem::PhysMap;
 
+/// PAE roots must end below this host-physical address (CR3 is 32 bits wide outside
+/// IA-32e mode).
+pub const PAE_ROOT_LIMIT: u64 = 1 << 32;
+
 /// Most VMs one server holds.
 pub const MAX_VMS: usize = 8;
 
@@ -98,7 +102,14 @@ impl Mmu {
         table_hpa: Option<u64>,
         flush_bits: &mut u32,
     ) -> Result<FrameId, Error> {
-        let id = self.pool.alloc(&self.phys).ok_or(Error::OutOfMemory)?;
+        let id = if format == Format::PaeRoot {
+            // Outside IA-32e mode CR3 holds a 32-bit address (SDM 4.4.1): a PAE root
+            // must lie below 4 GiB (KVM allocates its pae_root with GFP_DMA32).
+            self.pool.alloc_below(&self.phys, PAE_ROOT_LIMIT)
+        } else {
+            self.pool.alloc(&self.phys)
+        }
+        .ok_or(Error::OutOfMemory)?;
         let gen = self.gen(vm);
         self.sps.init(id, vm, gen, gfn, role, format, self.tick);
         if hashed {

@@ -58,6 +58,24 @@ impl FramePool {
         Some(id)
     }
 
+    /// Takes a zeroed frame that lies entirely below host-physical `limit`, or `None`.
+    pub fn alloc_below(&mut self, phys: &PhysMap, limit: u64) -> Option<FrameId> {
+        let i = self
+            .free
+            .iter()
+            .position(|&id| self.hpa(id) + PAGE_SIZE <= limit)?;
+        let id = self.free.swap_remove(i);
+        phys.zero_page(self.hpa(id))?;
+        Some(id)
+    }
+
+    /// Whether a free frame lies entirely below `limit`.
+    pub fn has_free_below(&self, limit: u64) -> bool {
+        self.free
+            .iter()
+            .any(|&id| self.hpa(id) + PAGE_SIZE <= limit)
+    }
+
     /// Gives a frame back.
     pub fn free(&mut self, id: FrameId) {
         if (id as usize) < self.nframes && !self.free.contains(&id) {

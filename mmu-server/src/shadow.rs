@@ -86,7 +86,19 @@ impl Vm {
         // the guest's WP=0 allows to a read-only page becomes a writable supervisor
         // mapping; it must then not be executable by the kernel if SMEP is on (the
         // page may be a user page). The role's cr0_wp keeps these apart from WP=1.
-        if write && acc & ACC_WRITE_MASK == 0 && !self.cpu_role.cr0_wp() && !user {
+        // Protection keys need the same: with WP=0 a supervisor write ignores the
+        // key's write-disable bit, with WP=1 it does not (SDM 4.6.2); as a supervisor
+        // mapping the page has no key check at all.
+        let key_blocks_write = self.cpu_role.pke()
+            && acc & ACC_USER_MASK != 0
+            && walk
+                .as_ref()
+                .is_some_and(|w| (req.pkru >> (2 * (w.pkey as u32 & 0xF) + 1)) & 1 != 0);
+        let wp0_write = write
+            && !user
+            && !self.cpu_role.cr0_wp()
+            && (acc & ACC_WRITE_MASK == 0 || key_blocks_write);
+        if wp0_write {
             acc |= ACC_WRITE_MASK;
             acc &= !ACC_USER_MASK;
             if self.cpu_role.smep() {

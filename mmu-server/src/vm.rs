@@ -313,7 +313,22 @@ impl Vm {
         let id = match found {
             Some(id) => id,
             None => {
-                self.make_pages_available(mmu, |_, _| 1, fl)?;
+                if pae_root {
+                    // Reclaim until a frame below 4 GiB is free (or nothing is left).
+                    self.make_pages_available(
+                        mmu,
+                        |_, mmu| {
+                            if mmu.pool.has_free_below(crate::mmu::PAE_ROOT_LIMIT) {
+                                1
+                            } else {
+                                mmu.pool.free_frames() + 1
+                            }
+                        },
+                        fl,
+                    )?;
+                } else {
+                    self.make_pages_available(mmu, |_, _| 1, fl)?;
+                }
                 let format = if self.tdp {
                     Format::Ept
                 } else if pae_root {

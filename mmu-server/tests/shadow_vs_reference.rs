@@ -408,7 +408,11 @@ fn check(c: Case) -> Result<(), TestCaseError> {
             let dirty = leaf_entry & D != 0;
             // CR0.WP=0: a supervisor write to a read-only page maps it writable for the
             // supervisor only, and not executable with SMEP (mmu.rst).
-            let wp0_write = write && !t.writable && !c.wp && !user;
+            // With protection keys, the same for a page whose key forbids writes: WP=0
+            // lets the supervisor write anyway, WP=1 would not.
+            let lma_pke = matches!(c.mode, Mode::Long) && c.pke;
+            let key_wd = lma_pke && t.user && (c.pkru >> (2 * t.pkey as u32 + 1)) & 1 != 0;
+            let wp0_write = write && !c.wp && !user && (!t.writable || key_wd);
             let want_w = (t.writable || wp0_write) && dirty && !tracked;
             let want_u = t.user && !wp0_write;
             let want_x = t.executable && !(wp0_write && c.smep);
@@ -423,6 +427,20 @@ fn check(c: Case) -> Result<(), TestCaseError> {
             let leaf = leaf.ok_or_else(|| TestCaseError::fail("no shadow mapping"))?;
             prop_assert_eq!(leaf.hpa, RAM_HPA + (t.gpa & !0xFFF), "host frame");
             prop_assert_eq!(leaf.pkey, t.pkey, "protection key");
+            // The vCPU, walking our tables as the hardware (CR0.WP=1, EFER.NX=1, the
+            // guest's SMEP/SMAP/PKE/PKRU, CPL and EFLAGS.AC), now performs the access
+            // when the fault was fixed, and still faults on a protected write.
+            let hw = hardware_access(&m, &r, &c, b.cr4);
+            if outcome(&r) == FaultOutcome::Fixed {
+                prop_assert_eq!(
+                    hw,
+                    Ok(RAM_HPA + (t.gpa & !0xFFF) + (c.gva & 0xFFF)),
+                    "hardware access"
+                );
+            } else {
+                let faulted = matches!(hw, Err(vcpu::paging::Fault::PageFault { error_code, .. }) if error_code & EC_W != 0);
+                prop_assert!(faulted, "a protected write faults on hardware: {:?}", hw);
+            }
             prop_assert_eq!(
                 (leaf.w, leaf.u, leaf.x),
                 (want_w, want_u, want_x),
@@ -432,6 +450,48 @@ fn check(c: Case) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// The access of case `c`, performed by the software vCPU's page walker on the root of
+/// reply `r`, as the CPU runs under shadow paging.
+fn hardware_access(
+    m: &Machine,
+    r: &FaultReply,
+    c: &Case,
+    guest_cr4: u64,
+) -> Result<u64, vcpu::paging::Fault> {
+    use vcpu::paging::{Access, AccessKind, Mmu, PagingContext};
+    let long = r.root_level == 4;
+    let mut ctx = PagingContext {
+        cr0: PE | PG | WP,
+        cr3: r.root_hpa,
+        cr4: CR4_PAE | (guest_cr4 & (CR4_SMEP | CR4_SMAP | CR4_PKE)),
+        efer: EFER_NX | if long { EFER_LME | EFER_LMA } else { 0 },
+        pdptes: [0; 4],
+        cpl: c.cpl,
+        rflags_ac: c.ac,
+        pkru: c.pkru,
+        eptp: None,
+        vpid: 1,
+    };
+    let mut mmu = Mmu::new();
+    if !long {
+        ctx.pdptes = mmu.load_pdptes(m.phys(), &ctx)?;
+    }
+    let kind = match c.kind {
+        RefKind::Read => AccessKind::Read,
+        RefKind::Write => AccessKind::Write,
+        RefKind::Fetch => AccessKind::Fetch,
+    };
+    mmu.translate(
+        m.phys(),
+        &ctx,
+        c.gva,
+        Access {
+            kind,
+            implicit_supervisor: c.implicit,
+        },
+    )
 }
 
 proptest! {

@@ -294,7 +294,7 @@ fn expected_level(base_gfn: u64, npages: u64, host: u64, gfn: u64) -> u8 {
     for (level, pages) in [(3u8, 1u64 << 18), (2, 1 << 9)] {
         let start = gfn & !(pages - 1);
         let inside = start >= base_gfn && start + pages <= base_gfn + npages;
-        if inside && (host + ((start - base_gfn) << 12)) % (pages << 12) == 0 {
+        if inside && (host + ((start - base_gfn) << 12)).is_multiple_of(pages << 12) {
             return level;
         }
     }

@@ -12,8 +12,8 @@ use std::cell::RefCell;
 /// Host-physical address of guest RAM (1 GiB aligned, so that any alignment the tests
 /// want is available).
 pub const RAM_HPA: u64 = 0x1_0000_0000;
-/// Host-physical address of the frame pool.
-pub const POOL_HPA: u64 = 0x80_0000_0000;
+/// Host-physical address of the frame pool: below 4 GiB, where PAE roots must be.
+pub const POOL_HPA: u64 = 0x8000_0000;
 
 pub const PG: u64 = 1 << 31;
 pub const WP: u64 = 1 << 16;
