@@ -361,7 +361,8 @@ impl Vcpu {
         if write && (code || ty & access::RW == 0) {
             return Err(fail());
         }
-        if !write && code && ty & access::RW == 0 && seg != SegReg::Cs {
+        // A data read through an execute-only code segment (CS included) is #GP.
+        if !write && code && ty & access::RW == 0 {
             return Err(fail());
         }
         let last = offset.wrapping_add(size as u64 - 1);
