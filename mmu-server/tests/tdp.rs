@@ -341,6 +341,19 @@ proptest! {
             prop_assert_eq!(leaf.hpa, host + ((gfn - base) << 12), "host frame of gfn {:#x}", gfn);
             prop_assert_eq!(leaf.level, expected_level(base, n, host, gfn), "level for gfn {:#x}", gfn);
             prop_assert!(leaf.w && leaf.x);
+            // The vCPU's EPT walker (EPTP: WB, 4 levels) agrees.
+            let ctx = vcpu::paging::PagingContext {
+                eptp: Some(root.root_hpa | (3 << 3) | 6),
+                ..Default::default()
+            };
+            let kind = [vcpu::paging::AccessKind::Read, vcpu::paging::AccessKind::Write, vcpu::paging::AccessKind::Fetch][q as usize];
+            let hw = vcpu::paging::Mmu::new().translate_gpa(
+                m.phys(),
+                &ctx,
+                gfn << 12 | 0x123,
+                vcpu::paging::Access { kind, implicit_supervisor: false },
+            );
+            prop_assert_eq!(hw, Ok(host + ((gfn - base) << 12) + 0x123));
         }
     }
 }
