@@ -247,8 +247,8 @@ impl Vcpu {
         } else {
             stored & 0xffff_ffff
         };
-        // Bits above MAXPHYADDR (52) are reserved.
-        if self.long_mode_active() && stored >> 52 != 0 {
+        // Bits MAXPHYADDR and up are reserved (bit 63 is NOFLUSH only with PCIDE).
+        if self.long_mode_active() && stored >> crate::paging::bits::MAXPHYADDR != 0 {
             return Err(gp);
         }
         let before = self.paging_ctx();
