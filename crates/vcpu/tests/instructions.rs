@@ -260,3 +260,14 @@ fn segment_loads_and_far_return_in_protected_mode() {
     // The accessed bit of the data descriptor was set by the load.
     assert_ne!(m.read_u64(GDT + KDATA as u64) & (1 << 40), 0);
 }
+
+#[test]
+fn lock_prefix_on_a_register_destination_is_ud() {
+    let mut m = Machine::new();
+    m.write(CODE, &[0xf0, 0x01, 0xd8]); // lock add eax, ebx
+    m.long_mode(CODE);
+    m.cpu.controls.exception_bitmap = 1 << 6;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
+    assert_eq!(exit.interruption_info & 0xff, 6);
+}
