@@ -137,3 +137,25 @@ fn bad_guests_end_with_a_diagnostic_and_a_failure_status() {
         "{stderr}"
     );
 }
+
+/// A frame pool too small for one instruction's working set makes the MMU evict what
+/// the next fault needs: the VM must stop with a diagnostic, not livelock.
+#[test]
+fn a_thrashing_mmu_stops_the_vm_instead_of_hanging() {
+    let kernexec = guest("kernexec");
+    for pool in ["4K", "16K"] {
+        let (status, _, stderr) = capvisor(&[
+            "run",
+            "--mmu",
+            "shadow",
+            "--pool",
+            pool,
+            kernexec.to_str().unwrap(),
+        ]);
+        assert_eq!(status, 4, "pool {pool}: {stderr}");
+        assert!(
+            stderr.contains("VM stopped: no progress") || stderr.contains("out of memory"),
+            "pool {pool}: {stderr}"
+        );
+    }
+}

@@ -35,6 +35,9 @@ pub enum StopReason {
     },
     /// An exit this vmm-server does not expect with its controls.
     UnexpectedExit { reason: &'static str },
+    /// The MMU kept faulting without the guest advancing by an instruction or a
+    /// string element.
+    NoProgress { faults: u32 },
 }
 
 /// The diagnostic of a stopped VM: what, and where.
@@ -80,6 +83,11 @@ impl fmt::Display for StopReason {
                 write!(f, "mmu-server refused {request:?}: {error}")
             }
             StopReason::UnexpectedExit { reason } => write!(f, "unexpected VM exit {reason}"),
+            StopReason::NoProgress { faults } => write!(
+                f,
+                "no progress: {faults} MMU faults in a row without the guest advancing (is \
+                 the mmu-server's frame pool too small for the guest's working set?)"
+            ),
         }
     }
 }

@@ -17,6 +17,13 @@ use vcpu::paging::PagingContext;
 use vcpu::regs::{access, rflags, Gpr, SegReg};
 use vcpu::Vcpu;
 
+/// MMU faults in a row without any progress (no retired instruction, no REP element)
+/// after which the VM is stopped: one instruction or string element touches a handful
+/// of pages (code, operands, descriptor tables, stack, each with its table path), so
+/// thousands of faults there mean the MMU cannot keep that working set (a frame pool
+/// too small for it) and would otherwise livelock.
+pub const NO_PROGRESS_FAULTS: u32 = 10_000;
+
 /// The VPID every vCPU of this server runs with (one vCPU per VM, one VM per server).
 pub const VPID: u16 = 1;
 
@@ -203,6 +210,9 @@ impl<T: Transport> Vm<T> {
 
     /// Runs the guest until it exits through isa-debug-exit or the vmm-server stops it.
     pub fn run(&mut self, host: &mut impl VmHost) -> VmOutcome {
+        // Consecutive MMU faults without a retired instruction (see NO_PROGRESS_FAULTS).
+        let mut stalled_faults = 0u32;
+        let mut last_progress = self.progress_mark();
         loop {
             if let Some(limit) = self.cfg.max_instructions {
                 let done = self.instructions();
@@ -215,6 +225,24 @@ impl<T: Transport> Vm<T> {
             }
             let exit = self.cpu.run(self.ram.map());
             self.exits.record(exit.reason);
+            let mark = self.progress_mark();
+            let fault = matches!(
+                exit.reason,
+                vcpu::exit::ExitReason::EptViolation | vcpu::exit::ExitReason::ExceptionOrNmi
+            );
+            if fault && mark == last_progress {
+                stalled_faults += 1;
+                if stalled_faults >= NO_PROGRESS_FAULTS {
+                    let mut f = self.failure(StopReason::NoProgress {
+                        faults: stalled_faults,
+                    });
+                    f.rip = exit.rip;
+                    return VmOutcome::Failed(f);
+                }
+            } else {
+                stalled_faults = 0;
+            }
+            last_progress = mark;
             host.trace_exit(&exit, &mut self.cpu, self.ram.map());
             self.live_wp = None;
             match crate::exits::handle(self, &exit, host) {
@@ -231,6 +259,19 @@ impl<T: Transport> Vm<T> {
                 }
             }
         }
+    }
+
+    /// What changes when the guest makes progress: retired instructions, and the
+    /// registers a REP string instruction advances element by element (a long REP
+    /// STOS may fault on every page it reaches without retiring).
+    fn progress_mark(&self) -> [u64; 5] {
+        [
+            self.instructions(),
+            self.cpu.rip(),
+            self.cpu.gpr(Gpr::Rcx),
+            self.cpu.gpr(Gpr::Rsi),
+            self.cpu.gpr(Gpr::Rdi),
+        ]
     }
 
     /// Guest instructions so far (vCPU plus emulated).
