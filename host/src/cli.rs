@@ -57,6 +57,7 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, String> {
 struct StdoutHost {
     out: BufWriter<std::io::Stdout>,
     trace: bool,
+    trace_state: bool,
 }
 
 impl SerialSink for StdoutHost {
@@ -85,41 +86,8 @@ impl VmHost for StdoutHost {
         &mut self,
         exit: &vcpu::exit::VmExit,
         cpu: &mut vcpu::Vcpu,
-        mem: &physmem::PhysMap,
+        _mem: &physmem::PhysMap,
     ) {
-        if self.trace && std::env::var_os("CAPVISOR_TRACE_STATE").is_some() {
-            eprintln!("  state: rsp={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} idtr={:x?} gdtr={:x?} cr2={:#x} inj={:x?}",
-                cpu.gpr(vcpu::regs::Gpr::Rsp), cpu.cr0(), cpu.cr3(), cpu.cr4(), cpu.efer(), cpu.idtr(), cpu.gdtr(), cpu.cr2(), cpu.controls.injection);
-            let ctx = vcpu::paging::PagingContext {
-                cr0: cpu.cr0(),
-                cr3: cpu.cr3(),
-                cr4: cpu.cr4(),
-                efer: cpu.efer(),
-                pdptes: cpu.pdptes(),
-                cpl: 0,
-                rflags_ac: false,
-                pkru: 0,
-                eptp: if cpu.controls.enable_ept {
-                    Some(cpu.controls.eptp)
-                } else {
-                    None
-                },
-                vpid: 1,
-            };
-            let idt = cpu.idtr().base + 14 * 16;
-            let acc = vcpu::paging::Access {
-                kind: vcpu::paging::AccessKind::Read,
-                implicit_supervisor: true,
-            };
-            match cpu.mmu().translate(mem, &ctx, idt, acc) {
-                Ok(hpa) => eprintln!(
-                    "  idt[14] at {idt:#x} -> hpa {hpa:#x}: {:x?} {:x?}",
-                    mem.read_u64(hpa),
-                    mem.read_u64(hpa + 8)
-                ),
-                Err(f) => eprintln!("  idt[14] at {idt:#x}: {f:x?}"),
-            }
-        }
         if self.trace {
             eprintln!(
                 "exit {:?} rip={:#x} qual={:#x} gla={:x?} gpa={:x?} len={} intr={:#x}/{:#x} idt={:#x}",
@@ -132,6 +100,22 @@ impl VmHost for StdoutHost {
                 exit.interruption_info,
                 exit.interruption_error_code,
                 exit.idt_vectoring_info
+            );
+        }
+        if self.trace_state {
+            use vcpu::regs::Gpr;
+            eprintln!(
+                "  rip={:#x} rsp={:#x} rax={:#x} rflags={:#x} cpl={} hw cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cr2={:#x}",
+                cpu.rip(),
+                cpu.gpr(Gpr::Rsp),
+                cpu.gpr(Gpr::Rax),
+                cpu.rflags(),
+                cpu.cpl(),
+                cpu.cr0(),
+                cpu.cr3(),
+                cpu.cr4(),
+                cpu.efer(),
+                cpu.cr2()
             );
         }
     }
@@ -149,6 +133,7 @@ pub fn run(args: &RunArgs) -> i32 {
     let mut host = StdoutHost {
         out: BufWriter::new(std::io::stdout()),
         trace: args.trace_exits,
+        trace_state: args.trace_state,
     };
     let result = runtime::run(&cfg, &mut host);
     let _ = host.out.flush();

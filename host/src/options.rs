@@ -96,9 +96,12 @@ pub struct RunArgs {
     /// Stop the VM with a diagnostic after this many guest instructions.
     #[arg(long = "max-instructions")]
     pub max_instructions: Option<u64>,
-    /// Print every VM exit to stderr.
+    /// Print every VM exit (and the mmu-server's answer to faults) to stderr.
     #[arg(long = "trace-exits")]
     pub trace_exits: bool,
+    /// With every traced exit, print the vCPU's registers (the hardware view).
+    #[arg(long = "trace-state")]
+    pub trace_state: bool,
     /// Size of the mmu-server's page-table frame pool.
     #[arg(long = "pool", default_value = "16M", value_parser = parse_size)]
     pub pool: u64,
