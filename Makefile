@@ -54,16 +54,17 @@ root-task: deps
 sel4-image: kernel root-task sel4-system
 
 # The system root task (root-task/src/bin/system): instantiates a capDL spec embedded at
-# build time with the ELF images of its PDs. The PDs (drivers/*-pd, root-task/test-pds)
+# build time with the ELF images of its PDs. The PDs (drivers/*-pd, root-task/mmu-server-pd,
+# root-task/test-pds)
 # are built in the root task's workspace for the qemu-tcg configuration, stripped into
 # build/pd/<elf>.elf; each spec of SYSTEM_SPECS (root-task/specs/<name>.toml) becomes
 # build/specs/<name>.capdl.bin and a root task build/system-<name>.elf.
 .PHONY: sel4-pds sel4-specs sel4-system
-SEL4_PDS := uart timer test_ticks test_client
-SYSTEM_SPECS := system-test fault-test too-big-test
+SEL4_PDS := uart timer mmu_server test_ticks test_client test_vmm
+SYSTEM_SPECS := system-test fault-test too-big-test mmu-test
 SEL4_PD_TARGET_DIR := $(ROOT_TASK_TARGET_DIR)/qemu-tcg
 sel4-pds: deps
-	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) -p uart-pd -p timer-pd -p capvisor-test-pds
+	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) -p uart-pd -p timer-pd -p mmu-server-pd -p capvisor-test-pds
 	@mkdir -p build/pd
 	@for p in $(SEL4_PDS); do \
 	    objcopy --strip-all $(SEL4_PD_TARGET_DIR)/x86_64-unknown-none/release/$$p build/pd/$$p.elf || exit 1; \

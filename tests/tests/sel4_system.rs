@@ -7,7 +7,8 @@
 //!   the client's badged call reaches the PD in the mmu-server's place with its VM id,
 //!   and the client ends QEMU through the debug-exit ports its VM was granted;
 //! - the supervisor: a PD that faults is reported with the fault and its registers;
-//! - a spec that needs more memory than the machine has is a message, not a hang.
+//! - a spec that needs more memory than the machine has is a message, not a hang;
+//! - the mmu-server PD answers two clients over seL4 IPC, each confined to its badge.
 
 use capvisor_tests::{artefact, run_qemu, QemuRun};
 use std::io::{BufRead, BufReader};
@@ -230,6 +231,63 @@ fn a_spec_larger_than_the_machine_is_a_clear_error() {
         run.status,
         Some(INSTANTIATION_FAILED),
         "serial:\n{}",
+        run.serial
+    );
+}
+
+/// The mmu-server as a PD over real seL4 IPC: two vmm-server stand-ins (`test_vmm`)
+/// call it with the `ipc` protocol through their badged capabilities.
+#[test]
+fn the_mmu_server_pd_serves_two_badged_clients_over_sel4_ipc() {
+    let run = boot("mmu-test");
+    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
+    assert_in_order(
+        &run.serial,
+        &[
+            "started PD mmu_server (mmu_server) at 0x400000",
+            "started PD vmm_a (test_vmm)",
+            "started PD vmm_b (test_vmm)",
+        ],
+    );
+    assert_in_order(
+        &run.serial,
+        &[
+            // The pool (2M = 512 frames) and both VMs' RAM, from the boot parameters.
+            "[INFO  mmu_server] mmu-server: pool of 512 frames at hpa 0x",
+            ", 2 VM(s) mapped, serving",
+        ],
+    );
+    assert_in_order(
+        &run.serial,
+        &[
+            "[INFO  test_vmm] test-vmm 3: created VM with 4096 KiB of RAM at hpa 0x",
+            // The EPT the mmu-server PD wrote into the pool, read by the client through
+            // its own read-only mapping of the pool, maps the page to the client's RAM.
+            "[INFO  test_vmm] test-vmm 3: the EPT in the shared pool maps gpa 0x5000 to hpa 0x",
+            " = RAM + 0x5000",
+            "[INFO  test_vmm] test-vmm 3: stats: roots allocated 1, page faults fixed 1, sptes created 1",
+            // Granted NxHugePageControl: the capability check passes (the server itself
+            // does not implement the request yet).
+            "[INFO  test_vmm] test-vmm 3: DisableNxHugePages through the granted capability: Err(NotSupported)",
+        ],
+    );
+    assert_in_order(
+        &run.serial,
+        &[
+            // VM 4 asks only after VM 3 exists, and its badge names no VM: isolation.
+            "[INFO  test_vmm] test-vmm 3: created VM",
+            "[INFO  test_vmm] test-vmm 4: GetStats before CreateVm: Err(NoSuchVm)",
+            "[INFO  test_vmm] test-vmm 4: DisableNxHugePages without the capability: Err(PermissionDenied)",
+            "[INFO  test_vmm] test-vmm 4: own VM created, stats: roots allocated 0, page faults fixed 0",
+            "[INFO  test_vmm] test-vmm 4: done, exiting QEMU",
+        ],
+    );
+    assert!(!run.serial.contains("FAILED"), "{}", run.serial);
+    assert!(!run.serial.contains("faulted"), "{}", run.serial);
+    assert_eq!(
+        run.status,
+        Some(PASS_STATUS),
+        "exit status; serial:\n{}",
         run.serial
     );
 }

@@ -16,7 +16,7 @@ pub const LABEL_ERROR: u64 = 0xe;
 /// Most bytes in one request.
 pub const CHUNK: usize = 128;
 /// Message registers of the largest request: the count and CHUNK / 8 words.
-pub const MAX_WORDS: usize = 1 + CHUNK / 8;
+pub const MAX_WORDS: usize = crate::bytes::words_for(CHUNK);
 
 /// Why a request cannot be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,13 +30,8 @@ pub enum ConsoleError {
 /// Encodes `bytes` (at most [`CHUNK`]) into `words`; returns the message length.
 pub fn encode(bytes: &[u8], words: &mut [u64; MAX_WORDS]) -> usize {
     let n = bytes.len().min(CHUNK);
-    words[0] = n as u64;
-    for (i, chunk) in bytes[..n].chunks(8).enumerate() {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        words[1 + i] = u64::from_le_bytes(w);
-    }
-    1 + n.div_ceil(8)
+    // MAX_WORDS holds words_for(CHUNK).
+    crate::bytes::pack(&bytes[..n], words).unwrap_or(0)
 }
 
 /// Decodes a request of `label` whose message registers are `mr(0..length)` into
@@ -50,20 +45,11 @@ pub fn decode(
     if label != LABEL_PUT {
         return Err(ConsoleError::BadLabel(label));
     }
-    if length == 0 {
-        return Err(ConsoleError::BadLength(0));
+    match crate::bytes::unpack(length, mr, out) {
+        Ok(n) => Ok(&out[..n]),
+        Err(crate::bytes::BytesError::Empty) => Err(ConsoleError::BadLength(0)),
+        Err(crate::bytes::BytesError::BadLength(n)) => Err(ConsoleError::BadLength(n)),
     }
-    let n = mr(0);
-    if n as usize > CHUNK || (n as usize).div_ceil(8) > length - 1 {
-        return Err(ConsoleError::BadLength(n));
-    }
-    let n = n as usize;
-    for i in 0..n.div_ceil(8) {
-        let w = mr(1 + i).to_le_bytes();
-        let take = (n - i * 8).min(8);
-        out[i * 8..i * 8 + take].copy_from_slice(&w[..take]);
-    }
-    Ok(&out[..n])
 }
 
 /// A client of the console: the endpoint capability in this PD's CSpace.
@@ -82,11 +68,7 @@ impl Console {
     pub fn write(&self, bytes: &[u8]) -> bool {
         let mut ok = true;
         for chunk in bytes.chunks(CHUNK) {
-            let mut words = [0u64; MAX_WORDS];
-            let len = encode(chunk, &mut words);
-            for (i, w) in words[..len].iter().enumerate() {
-                sel4::set_mr(i, *w);
-            }
+            let len = crate::bytes::set_mrs(chunk);
             let reply = self
                 .0
                 .call(sel4::MessageInfo::new(LABEL_PUT, 0, 0, len as u64));

@@ -20,7 +20,9 @@
 //!   registers rather than a PD that silently spins.
 #![no_std]
 
+pub mod bytes;
 pub mod console;
+pub mod ipc_transport;
 pub mod logger;
 #[cfg(target_os = "none")]
 mod runtime;
