@@ -231,8 +231,18 @@ impl Vcpu {
     /// The pointer stays valid, and its target unchanged, until the next `fetch`.
     pub(crate) fn fetch(&mut self, mem: &PhysMap) -> Step<*const Decoded> {
         let rip = self.rip;
-        let lin = self.fetch_linear(rip)?;
-        let (hpa, host) = self.host_addr(mem, lin, AccessKind::Fetch)?;
+        let hpa = if self.bitness == 64 && rip & !0xfff == self.tlb.code_page {
+            // Same code page as the last fetch: already canonical and translated.
+            self.tlb.code_hpa | (rip & 0xfff)
+        } else {
+            let lin = self.fetch_linear(rip)?;
+            let (hpa, _) = self.host_addr(mem, lin, AccessKind::Fetch)?;
+            if self.bitness == 64 {
+                self.tlb.code_page = rip & !0xfff;
+                self.tlb.code_hpa = hpa & !0xfff;
+            }
+            hpa
+        };
         // SAFETY: in bounds; entries are only written by decode_miss and clear.
         let e = unsafe { &*self.dcache.entry(DecodeCache::index(rip)) };
         if e.rip == rip
@@ -242,6 +252,8 @@ impl Vcpu {
         {
             return Ok(&e.d);
         }
+        let lin = self.fetch_linear(rip)?;
+        let (hpa, host) = self.host_addr(mem, lin, AccessKind::Fetch)?;
         self.decode_miss(mem, rip, lin, hpa, host)
     }
 

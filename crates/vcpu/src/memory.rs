@@ -41,6 +41,11 @@ pub(crate) struct FastTlb {
     read: PageCache,
     write: PageCache,
     fetch: PageCache,
+    /// The 64-bit-mode code page fetched from last (linear page, or INVALID) and its
+    /// hpa: consecutive instructions on one page skip the canonical check and the
+    /// lookup above. Cleared with everything else.
+    pub(crate) code_page: u64,
+    pub(crate) code_hpa: u64,
 }
 
 impl FastTlb {
@@ -54,12 +59,15 @@ impl FastTlb {
             read: empty(),
             write: empty(),
             fetch: empty(),
+            code_page: INVALID,
+            code_hpa: 0,
         })
     }
     pub(crate) fn clear(&mut self) {
         self.read.clear();
         self.write.clear();
         self.fetch.clear();
+        self.code_page = INVALID;
     }
     fn set(&mut self, kind: AccessKind) -> &mut PageCache {
         match kind {
