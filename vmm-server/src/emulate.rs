@@ -208,6 +208,16 @@ fn memory_linear<T: Transport>(vm: &Vm<T>, insn: &Instruction) -> Option<u64> {
     })
 }
 
+/// The base a segment contributes to a linear address: in 64-bit mode only FS and GS
+/// have one (SDM 3.2.4).
+fn segment_base<T: Transport>(vm: &Vm<T>, seg: SegReg) -> u64 {
+    if vm.mode_64() && !matches!(seg, SegReg::Fs | SegReg::Gs) {
+        0
+    } else {
+        vm.cpu.segment(seg).base
+    }
+}
+
 /// Reads `len` bytes of guest memory at `gpa` (a little-endian value).
 fn read_gpa<T: Transport>(vm: &Vm<T>, gpa: u64, len: u32) -> Option<u64> {
     let mut b = [0u8; 8];
@@ -513,7 +523,7 @@ pub(crate) fn emulate_faulting_write<T: Transport>(vm: &mut Vm<T>, exit: &VmExit
             if rep && count == 0 {
                 None
             } else {
-                let es = vm.cpu.segment(SegReg::Es).base;
+                let es = segment_base(vm, SegReg::Es);
                 let dst = es.wrapping_add(vm.cpu.gpr(Gpr::Rdi) & addr_mask);
                 let is_movs = matches!(
                     insn.mnemonic(),
@@ -528,11 +538,7 @@ pub(crate) fn emulate_faulting_write<T: Transport>(vm: &mut Vm<T>, exit: &VmExit
                         Register::CS => SegReg::Cs,
                         _ => SegReg::Ds,
                     };
-                    let src = vm
-                        .cpu
-                        .segment(seg)
-                        .base
-                        .wrapping_add(vm.cpu.gpr(Gpr::Rsi) & addr_mask);
+                    let src = segment_base(vm, seg).wrapping_add(vm.cpu.gpr(Gpr::Rsi) & addr_mask);
                     match guest_read(vm, src, size)? {
                         Ok(v) => v,
                         Err(pf) => {
@@ -691,12 +697,7 @@ pub(crate) fn string_io<T: Transport>(
             _ => SegReg::Ds,
         }
     };
-    let seg_base = if vm.mode_64() && !matches!(seg, SegReg::Fs | SegReg::Gs) {
-        0
-    } else {
-        vm.cpu.segment(seg).base
-    };
-    let linear = seg_base.wrapping_add(vm.cpu.gpr(index) & addr_mask);
+    let linear = segment_base(vm, seg).wrapping_add(vm.cpu.gpr(index) & addr_mask);
     let len = size as u32;
     let mut effect = IoEffect::None;
     if input {
