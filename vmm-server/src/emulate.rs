@@ -235,7 +235,11 @@ fn guest_write<T: Transport>(
     value: u64,
     len: u32,
 ) -> Result<Option<PageFault>, StopReason> {
-    // Split at page boundaries, then into power-of-two pieces for EmulatedWrite.
+    // Split at page boundaries, then into power-of-two pieces for EmulatedWrite. Every
+    // piece is translated before any is written: a write that crosses into a page it
+    // may not write faults without having changed the first page (SDM 4.7 delivers
+    // the #PF before the instruction has any effect).
+    let mut pieces: heapless::Vec<(u64, u64, u32, u32), 8> = heapless::Vec::new();
     let mut done = 0u32;
     while done < len {
         let at = linear.wrapping_add(done as u64);
@@ -248,7 +252,12 @@ fn guest_write<T: Transport>(
             Xlate::Gpa(g) => g,
             Xlate::Fault(pf) => return Ok(Some(pf)),
         };
-        let bytes = (value >> (8 * done)).to_le_bytes();
+        // At most 8 pieces: len <= 8 and every piece is at least one byte.
+        let _ = pieces.push((at, gpa, done, piece));
+        done += piece;
+    }
+    for (at, gpa, offset, piece) in pieces {
+        let bytes = (value >> (8 * offset)).to_le_bytes();
         let hpa = vm
             .ram
             .hpa(gpa, piece as u64)
@@ -271,7 +280,6 @@ fn guest_write<T: Transport>(
                 error: e.error,
             })?;
         vm.apply_root(reply.root_hpa, reply.root_level, reply.flush, Some(at))?;
-        done += piece;
     }
     Ok(None)
 }
