@@ -74,11 +74,21 @@ pub(crate) fn handle<T: Transport>(
         // model offers no VMX (CPUID.1:ECX.VMX = 0, CR4.VMXE refused), so they are #UD
         // as on such a CPU.
         #[allow(unreachable_patterns)]
-        _ => {
+        _ if is_vmx_instruction(exit.reason) => {
             vm.inject_ud();
             Ok(Next::Resume)
         }
+        #[allow(unreachable_patterns)]
+        _ => Err(StopReason::UnexpectedExit {
+            reason: crate::stats::reason_name(exit.reason),
+        }),
     }
+}
+
+/// VMCLEAR, VMLAUNCH, VMPTRLD, VMPTRST, VMREAD, VMRESUME, VMWRITE, VMXOFF, VMXON
+/// (basic exit reasons 19-27), INVEPT (50), INVVPID (53), VMFUNC (59): SDM Appendix C.
+pub(crate) fn is_vmx_instruction(r: ExitReason) -> bool {
+    matches!(r.number(), 19..=27 | 50 | 53 | 59)
 }
 
 fn gpr_operand(n: u64) -> Gpr {

@@ -36,7 +36,9 @@ pub fn reason_name(r: ExitReason) -> &'static str {
         Halted => "halted",
         // VMX instructions (VMCLEAR ... VMFUNC, INVEPT, INVVPID): no nested VMX.
         #[allow(unreachable_patterns)]
-        _ => "vmx_instruction",
+        r if crate::exits::is_vmx_instruction(r) => "vmx_instruction",
+        #[allow(unreachable_patterns)]
+        _ => "other",
     }
 }
 
