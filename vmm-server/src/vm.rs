@@ -245,6 +245,10 @@ impl<T: Transport> Vm<T> {
             last_progress = mark;
             host.trace_exit(&exit, &mut self.cpu, self.ram.map());
             self.live_wp = None;
+            // The guest-owned CR0 bits (TS, and WP when guest-owned) changed without
+            // exits: one read of the real CR0 per exit brings the guest's view up to
+            // date before any handler uses or rewrites it.
+            self.sync_guest_cr0();
             match crate::exits::handle(self, &exit, host) {
                 Ok(Next::Resume) => {}
                 Ok(Next::Exit(status)) => return VmOutcome::Exited { status },
@@ -447,12 +451,10 @@ impl<T: Transport> Vm<T> {
             self.guest.cr3 = self.cpu.cr3();
         }
         let g = self.guest;
+        // `guest.cr0` holds the live guest-owned bits (synchronised at every exit) or
+        // the value a CR0 write just gave them all.
         let hw = if tdp {
-            // Keep the live guest-owned bits (TS, maybe WP) of the real CR0.
-            let mut h = hw::tdp(&g);
-            let owned = !self.cpu.controls.cr0_guest_host_mask;
-            h.cr0 = (g.cr0 & !owned) | (self.cpu.cr0() & owned);
-            h
+            hw::tdp(&g)
         } else {
             hw::shadow(&g, self.root.hpa, self.root.level)
         };
