@@ -273,6 +273,15 @@ fn fault_outcome<T: Transport>(
             vm.inject_page_fault(exit, linear, reply.error_code)?;
             Ok(Next::Resume)
         }
+        // A fault met while delivering an event was not made by the instruction at
+        // RIP: emulating that instruction would be wrong. (The mmu-server unprotects
+        // and answers Retry when it can, MMU_REFERENCE.md section 6.)
+        FaultOutcome::Emulate if exit.idt_vectoring_info & interruption::VALID != 0 => {
+            Err(StopReason::CannotEmulate {
+                what: "the faulting write was made by event delivery, not by an instruction",
+                mnemonic: iced_x86::Mnemonic::INVALID,
+            })
+        }
         FaultOutcome::Emulate => crate::emulate::emulate_faulting_write(vm, exit),
         FaultOutcome::Mmio => Err(StopReason::UnbackedAccess { gpa: reply.gpa }),
     }
