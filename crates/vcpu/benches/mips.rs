@@ -166,15 +166,22 @@ fn mips(c: &mut Vcpu, mem: &PhysMap, n: u64) -> (f64, f64) {
 
 fn benches(cr: &mut Criterion) {
     let b = Bench::new();
-    const N: u64 = 10_000_000;
+    // MIPS_INSTRUCTIONS=n shortens the printed runs (e.g. under a profiler).
+    let n_env = std::env::var("MIPS_INSTRUCTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let n: u64 = n_env.unwrap_or(10_000_000);
     let mut compute = b.vcpu(&compute_loop(), false);
     compute.set_gpr(Gpr::Rcx, u64::MAX);
-    mips(&mut compute, &b.mem, 1_000_000);
-    let (wall, cpu) = mips(&mut compute, &b.mem, N);
+    mips(&mut compute, &b.mem, n / 10);
+    let (wall, cpu) = mips(&mut compute, &b.mem, n);
     println!("compute loop: {wall:.1} MIPS wall-clock, {cpu:.1} MIPS per CPU-second");
+    if std::env::var("MIPS_ONLY").is_ok_and(|v| v == "compute") {
+        return;
+    }
     let mut pages = b.vcpu(&page_loop(), true);
-    mips(&mut pages, &b.mem, 1_000_000);
-    let (wall, cpu) = mips(&mut pages, &b.mem, N);
+    mips(&mut pages, &b.mem, n / 10);
+    let (wall, cpu) = mips(&mut pages, &b.mem, n);
     println!(
         "page loop (EPT, {DATA_PAGES} 4 KiB pages): {wall:.1} MIPS wall-clock, {cpu:.1} MIPS per CPU-second"
     );
