@@ -267,6 +267,8 @@ pub struct Vcpu {
     pub(crate) pf_linear: u64,
     /// A single-step #DB is due after the instruction that just retired.
     pub(crate) single_step_pending: bool,
+    /// (enable EPT, EPTP, VPID) of the last VM entry.
+    pub(crate) entry_tag: (bool, u64, u16),
     pub(crate) stats: Stats,
 }
 
@@ -323,6 +325,7 @@ impl Vcpu {
             cur_len: 0,
             pf_linear: 0,
             single_step_pending: false,
+            entry_tag: (false, 0, 0),
             stats: Stats::default(),
         };
         v.update_bitness();
@@ -630,6 +633,14 @@ impl Vcpu {
         };
         if vpid == 0 {
             self.mmu.on_vm_entry_or_exit(0);
+            self.tlb.clear();
+        }
+        // The fast path is not tagged like the TLB is (by VPID and EP4TA): a VMM
+        // that switched EPTP or VPID between runs gets it dropped, so only the Mmu's
+        // tagged entries can survive.
+        let tag = (self.controls.enable_ept, self.controls.eptp, vpid);
+        if tag != self.entry_tag {
+            self.entry_tag = tag;
             self.tlb.clear();
         }
     }

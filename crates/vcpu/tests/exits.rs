@@ -326,3 +326,37 @@ fn ept_misconfiguration_exit() {
     assert_eq!(exit.reason.number(), 49);
     assert_eq!(exit.guest_physical.map(|g| g & !0xfff), Some(0x40_0000));
 }
+
+#[test]
+fn switching_eptp_between_runs_is_not_served_from_stale_translations() {
+    // Two EPT hierarchies map guest-physical 4 MiB to different host frames; with a
+    // VPID (no flush on entry), the second run must see the second EPTP's frame.
+    let mut m = Machine::new();
+    const EPT_A: u64 = 0x70_0000;
+    const EPT_B: u64 = 0x74_0000;
+    for (ept, data_frame) in [(EPT_A, 0x40_0000u64), (EPT_B, 0x60_0000u64)] {
+        m.write_u64(ept, (ept + 0x1000) | 7);
+        m.write_u64(ept + 0x1000, (ept + 0x2000) | 7);
+        for i in 0..4u64 {
+            let target = if i == 2 { data_frame } else { i << 21 };
+            m.write_u64(ept + 0x2000 + 8 * i, target | (6 << 3) | (1 << 7) | 7);
+        }
+    }
+    m.write_u64(0x40_0000, 0xaaaa);
+    m.write_u64(0x60_0000, 0xbbbb);
+    m.code64(CODE, |a| {
+        a.mov(rax, qword_ptr(0x40_0000))?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    m.cpu.controls.enable_ept = true;
+    m.cpu.controls.enable_vpid = true;
+    m.cpu.controls.vpid = 1;
+    m.cpu.controls.eptp = EPT_A | (3 << 3) | 6;
+    assert_eq!(m.run().reason, ExitReason::Hlt);
+    assert_eq!(m.cpu.gpr(Gpr::Rax), 0xaaaa);
+    m.cpu.set_rip(CODE);
+    m.cpu.controls.eptp = EPT_B | (3 << 3) | 6;
+    assert_eq!(m.run().reason, ExitReason::Hlt);
+    assert_eq!(m.cpu.gpr(Gpr::Rax), 0xbbbb);
+}

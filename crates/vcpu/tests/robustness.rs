@@ -8,6 +8,8 @@ mod support;
 use support::*;
 use vcpu::{ExitReason, Gpr, SegReg, Segment};
 
+const EPT: u64 = 0x70_0000;
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -27,7 +29,11 @@ fn random_program(m: &mut Machine, rng: &mut Rng) {
     for g in Gpr::ALL {
         // Mostly small values (addresses inside RAM), sometimes anything.
         let v = rng.next();
-        let v = if v.is_multiple_of(4) { v } else { (v >> 40) & 0x7f_fff8 };
+        let v = if v.is_multiple_of(4) {
+            v
+        } else {
+            (v >> 40) & 0x7f_fff8
+        };
         m.cpu.set_gpr(g, v);
     }
 }
@@ -35,6 +41,15 @@ fn random_program(m: &mut Machine, rng: &mut Rng) {
 #[test]
 fn random_code_never_panics() {
     let mut m = Machine::new();
+    m.write_u64(EPT, (EPT + 0x1000) | 7);
+    m.write_u64(EPT + 0x1000, (EPT + 0x2000) | 7);
+    for i in 0..4u64 {
+        let perms = if i == 3 { 1 } else { 7 };
+        m.write_u64(
+            EPT + 0x2000 + 8 * i,
+            (i << 21) | (6 << 3) | (1 << 7) | perms,
+        );
+    }
     let seed = std::env::var("ROBUSTNESS_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -65,6 +80,10 @@ fn random_code_never_panics() {
                 });
             }
         }
+        // Every fourth program runs under EPT (identity for the first 6 MiB,
+        // read-only for 6..8 MiB so EPT violations happen too).
+        m.cpu.controls.enable_ept = i % 4 == 3;
+        m.cpu.controls.eptp = EPT | (3 << 3) | 6;
         // Keep the stack inside RAM whatever the program does to it first.
         m.cpu.set_gpr(Gpr::Rsp, STACK_TOP - 0x100);
         m.cpu.controls.exception_bitmap = if i % 2 == 0 { u32::MAX } else { 0 };
