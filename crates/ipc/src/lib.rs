@@ -16,6 +16,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod badge;
 mod error;
 mod messages;
 mod transport;

@@ -153,6 +153,55 @@ impl TryFrom<u32> for InvpcidKind {
     }
 }
 
+/// The system-wide NX-huge-page mitigation mode (KVM's `nx_huge_pages` parameter,
+/// MMU_REFERENCE.md section 5). Auto, On and Force turn it on (capvisor assumes the
+/// iTLB-multihit erratum: auto = on); Off turns it off; Never turns it off for good and
+/// is only accepted while no VM exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum NxMode {
+    Auto = 0,
+    On = 1,
+    Off = 2,
+    Force = 3,
+    Never = 4,
+}
+
+impl NxMode {
+    /// Whether the mode turns the mitigation on.
+    pub const fn enabled(self) -> bool {
+        matches!(self, NxMode::Auto | NxMode::On | NxMode::Force)
+    }
+}
+
+impl TryFrom<u32> for NxMode {
+    type Error = Error;
+    fn try_from(v: u32) -> Result<Self, Error> {
+        match v {
+            0 => Ok(NxMode::Auto),
+            1 => Ok(NxMode::On),
+            2 => Ok(NxMode::Off),
+            3 => Ok(NxMode::Force),
+            4 => Ok(NxMode::Never),
+            _ => Err(Error::InvalidArgument),
+        }
+    }
+}
+
+/// Bits of [`Mapping::flags`].
+pub mod mapping_flags {
+    /// The leaf is executable.
+    pub const EXEC: u32 = 1 << 0;
+    /// The leaf is writable.
+    pub const WRITE: u32 = 1 << 1;
+    /// The leaf lies in a table that replaced a huge page for an instruction fetch
+    /// (`nx_huge_page_disallowed`).
+    pub const NX_DISALLOWED: u32 = 1 << 2;
+    /// That table is on the VM's list of possible NX huge pages (counted by
+    /// `nx_lpage_splits`, zapped by recovery).
+    pub const NX_SPLIT: u32 = 1 << 3;
+}
+
 /// Bits of [`RootReply::flush`]: the TLB invalidations the vmm-server must perform
 /// (with INVVPID/INVEPT on hardware, on the software vCPU's TLB otherwise) before the
 /// guest runs again.
@@ -253,6 +302,44 @@ wire_struct! {
         pub faulted: u32,
         pub error_code: u32,
         pub gpa: u64,
+    }
+}
+
+wire_struct! {
+    /// The system-wide NX-huge-page state.
+    pub struct NxHugePagesState {
+        /// The [`NxMode`] last set.
+        pub mode: u32,
+        /// 1 when the mode turns the mitigation on.
+        pub enabled: u32,
+        /// Recovery ratio: each period zaps ceil(splits / ratio) pages; 0 disables it.
+        pub ratio: u32,
+        pub reserved: u32,
+        /// The recovery period in milliseconds (derived from the ratio when it was set
+        /// to 0, as KVM does); the timer that delivers ticks uses it.
+        pub period_ms: u64,
+        /// Pages recovered since start-up, over all VMs.
+        pub recovered_total: u64,
+    }
+}
+
+wire_struct! {
+    /// What one recovery tick did.
+    pub struct NxRecoveryReport {
+        /// Split pages zapped by this tick, over all VMs.
+        pub recovered: u64,
+    }
+}
+
+wire_struct! {
+    /// How the current root maps one address (for tests and diagnostics).
+    pub struct Mapping {
+        /// Level of the leaf (1 = 4K, 2 = 2M, 3 = 1G); 0 when nothing maps it.
+        pub level: u32,
+        /// Bits of [`mapping_flags`].
+        pub flags: u32,
+        /// The host-physical address the address maps to (0 when unmapped).
+        pub hpa: u64,
     }
 }
 
@@ -586,7 +673,13 @@ impl Request for VcpuCreated {
 
 wire_struct! {
     /// An invocation of the `NxHugePageControl` capability: turn the NX-huge-page
-    /// mitigation off for the caller's VM. `flags` and `arg` must be 0.
+    /// mitigation off for the caller's VM. `flags` (and `reserved`) and `arg` must be 0.
+    /// The server checks, in this order (MMU_REFERENCE.md section 5, KVM's
+    /// `KVM_CAP_VM_DISABLE_NX_HUGE_PAGES`): non-zero `flags` -> `InvalidArgument`; the
+    /// caller does not hold the capability -> `PermissionDenied`; non-zero `arg` ->
+    /// `InvalidArgument`; the VM's vCPU exists (`VcpuCreated` was sent) ->
+    /// `InvalidArgument`; otherwise the mitigation is off for this VM only (it has no
+    /// effect while the system mode is off).
     pub struct DisableNxHugePages {
         pub flags: u32,
         pub reserved: u32,
@@ -609,6 +702,93 @@ wire_struct! {
 impl Request for DestroyVm {
     const LABEL: Label = Label::DestroyVm;
     type Reply = Empty;
+}
+
+wire_struct! {
+    /// System controller only: sets the system-wide NX-huge-page mode. Changing whether
+    /// the mitigation is on zaps every VM's tables (a new generation; roots are rebuilt
+    /// on demand). `Never` is refused with `InvalidState` while a VM exists; once it is
+    /// set, every later change is `PermissionDenied`.
+    pub struct SetNxHugePages {
+        /// An [`NxMode`].
+        pub mode: u32,
+        pub reserved: u32,
+    }
+}
+
+impl Request for SetNxHugePages {
+    const LABEL: Label = Label::SetNxHugePages;
+    type Reply = Empty;
+    fn validate(&self) -> Result<(), Error> {
+        NxMode::try_from(self.mode)?;
+        zero(self.reserved)
+    }
+}
+
+wire_struct! {
+    /// System controller only: sets the recovery ratio and period (KVM's
+    /// `nx_huge_pages_recovery_ratio` / `_period_ms`). Ratio 0 disables recovery;
+    /// period 0 derives it from the ratio (3,600,000 / min(ratio, 3600) ms).
+    pub struct SetNxRecovery {
+        pub ratio: u32,
+        pub reserved: u32,
+        pub period_ms: u64,
+    }
+}
+
+impl Request for SetNxRecovery {
+    const LABEL: Label = Label::SetNxRecovery;
+    type Reply = Empty;
+    fn validate(&self) -> Result<(), Error> {
+        zero(self.reserved)
+    }
+}
+
+wire_struct! {
+    /// System controller only: the system-wide NX-huge-page state.
+    pub struct GetNxHugePages {}
+}
+
+impl Request for GetNxHugePages {
+    const LABEL: Label = Label::GetNxHugePages;
+    type Reply = NxHugePagesState;
+}
+
+wire_struct! {
+    /// System controller only: one recovery period has passed (the host runtime's timer
+    /// thread sends it; on seL4 the timer's notification reaches
+    /// `MmuServer::recovery_tick` directly).
+    pub struct NxRecoveryTick {}
+}
+
+impl Request for NxRecoveryTick {
+    const LABEL: Label = Label::NxRecoveryTick;
+    type Reply = NxRecoveryReport;
+}
+
+wire_struct! {
+    /// The caller's root and the flushes work done outside its requests (recovery, a
+    /// mode change) left pending. A vmm-server sends it when it has let the guest sit
+    /// (a wait hint), since nothing else would tell its vCPU to drop translations.
+    pub struct SyncMmu {}
+}
+
+impl Request for SyncMmu {
+    const LABEL: Label = Label::SyncMmu;
+    type Reply = RootReply;
+}
+
+wire_struct! {
+    /// How the caller's current root maps `addr` (a gpa under TDP, a gva under shadow
+    /// paging).
+    pub struct GetMapping {
+        pub addr: u64,
+    }
+}
+
+impl Request for GetMapping {
+    const LABEL: Label = Label::GetMapping;
+    type Reply = Mapping;
 }
 
 // ---------------------------------------------------------------------------------
@@ -663,4 +843,10 @@ mmu_requests!(
     DisableNxHugePages,
     DestroyVm,
     RemoveMemSlot,
+    SetNxHugePages,
+    SetNxRecovery,
+    GetNxHugePages,
+    NxRecoveryTick,
+    SyncMmu,
+    GetMapping,
 );

@@ -29,6 +29,14 @@ pub enum Label {
     DisableNxHugePages = 13,
     DestroyVm = 14,
     RemoveMemSlot = 15,
+    // NX huge pages (MMU_REFERENCE.md section 5). 16..=19 come only from the system
+    // controller's badge ([`crate::badge::SYSTEM_CONTROL`]); 20 and 21 from a VM.
+    SetNxHugePages = 16,
+    SetNxRecovery = 17,
+    GetNxHugePages = 18,
+    NxRecoveryTick = 19,
+    SyncMmu = 20,
+    GetMapping = 21,
 }
 
 impl Label {
