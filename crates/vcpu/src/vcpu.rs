@@ -504,8 +504,11 @@ impl Vcpu {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
-    /// The paging unit (for tests and diagnostics).
+    /// The paging unit (for tests, diagnostics and PDPTE loads). Whatever the caller
+    /// does to it (an invalidation included), the engine's translation fast path is
+    /// dropped so that it never outlives a TLB entry.
     pub fn mmu(&mut self) -> &mut Mmu {
+        self.tlb.clear();
         &mut self.mmu
     }
 
