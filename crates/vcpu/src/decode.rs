@@ -11,7 +11,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use core::ptr::NonNull;
 
-use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic, OpKind};
+use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use physmem::PhysMap;
 
 use crate::paging::AccessKind;
@@ -35,7 +35,18 @@ pub(crate) struct Decoded {
     pub slot: [RegSlot; 2],
     /// The immediate of operand 1 (or 0), sign-extended as iced reports it.
     pub imm: u64,
+    /// The memory operand, pre-resolved: base and index GPR numbers (`NO_REG` for
+    /// none, and for RIP-relative forms, whose displacement iced already made
+    /// absolute), the index scale and the segment.
+    pub mem_base: u8,
+    pub mem_index: u8,
+    pub mem_scale: u8,
+    pub mem_seg: SegReg,
+    pub disp: u64,
 }
+
+/// No base/index register.
+pub(crate) const NO_REG: u8 = 0xff;
 
 /// What an operand is, for the fast paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +94,14 @@ impl Decoded {
                 _ => {}
             }
         }
+        let gpr_of = |r: Register| {
+            let s = REG_SLOTS[r as usize];
+            if s.size == 0 {
+                NO_REG
+            } else {
+                s.idx
+            }
+        };
         Decoded {
             ins,
             mnemonic: ins.mnemonic(),
@@ -91,6 +110,11 @@ impl Decoded {
             kind,
             slot,
             imm,
+            mem_base: gpr_of(ins.memory_base()),
+            mem_index: gpr_of(ins.memory_index()),
+            mem_scale: ins.memory_index_scale().trailing_zeros() as u8,
+            mem_seg: crate::exec::seg_of(ins.memory_segment()),
+            disp: ins.memory_displacement64(),
         }
     }
 }

@@ -12,7 +12,7 @@ mod system;
 use iced_x86::{ConditionCode, Mnemonic, OpKind, Register};
 use physmem::PhysMap;
 
-use crate::decode::{Decoded, OpClass};
+use crate::decode::{Decoded, OpClass, NO_REG};
 use crate::exit::{ExitReason, UnimplementedInsn};
 use crate::regs::{rflags, size_mask, RegSlot, SegReg, REG_SLOTS};
 use crate::vcpu::{Step, Stop, Vcpu};
@@ -211,18 +211,14 @@ impl Vcpu {
     /// The effective address (segment offset) of the memory operand.
     #[inline(always)]
     pub(crate) fn ea(&self, d: &Decoded) -> u64 {
-        let ins = &d.ins;
-        let mut a = ins.memory_displacement64();
-        let base = ins.memory_base();
-        if base != Register::None && base != Register::RIP && base != Register::EIP {
-            a = a.wrapping_add(self.gpr[REG_SLOTS[base as usize].idx as usize & 15]);
+        let mut a = d.disp;
+        if d.mem_base != NO_REG {
+            a = a.wrapping_add(self.gpr[d.mem_base as usize & 15]);
         }
-        let index = ins.memory_index();
-        if index != Register::None {
-            a = a.wrapping_add(
-                self.reg(index)
-                    .wrapping_mul(ins.memory_index_scale() as u64),
-            );
+        if d.mem_index != NO_REG {
+            // The sum is truncated to the address size below, so the index can be
+            // taken at full width.
+            a = a.wrapping_add(self.gpr[d.mem_index as usize & 15] << d.mem_scale);
         }
         a & size_mask(d.addr_size)
     }
@@ -230,12 +226,7 @@ impl Vcpu {
     /// The linear address of the memory operand for a `size`-byte access.
     #[inline(always)]
     pub(crate) fn mem_linear(&self, d: &Decoded, size: u8, write: bool) -> Step<u64> {
-        self.seg_linear(
-            seg_of(d.ins.memory_segment()),
-            self.ea(d),
-            size.max(1),
-            write,
-        )
+        self.seg_linear(d.mem_seg, self.ea(d), size.max(1), write)
     }
 
     #[inline(always)]
