@@ -41,12 +41,18 @@ pub struct VmControls {
     pub msr_bitmap: Option<Box<[u8; 4096]>>,
     pub pause_exiting: bool,
     // Secondary controls (Table 24-7).
+    /// "Enable EPT" and the EPT pointer (SDM 24.6.11): every guest-physical access
+    /// goes through the EPT walk of `eptp`.
     pub enable_ept: bool,
     pub eptp: u64,
     pub enable_rdtscp: bool,
+    /// "Enable VPID": TLB entries are tagged with `vpid` and survive VM entry/exit;
+    /// without it the vCPU runs as VPID 0 and every `run()` flushes VPID 0.
     pub enable_vpid: bool,
     pub vpid: u16,
     pub wbinvd_exiting: bool,
+    /// Recorded for the VMM's bookkeeping only: the model runs paging-off protected
+    /// mode either way and does not model real mode (entry with CR0.PE = 0 fails).
     pub unrestricted_guest: bool,
     pub enable_invpcid: bool,
     // CR0/CR4 (SDM 24.6.6): a set mask bit is host-owned.
