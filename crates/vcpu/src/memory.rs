@@ -81,7 +81,7 @@ impl FastTlb {
 /// Loads `size` bytes (1, 2, 4, 8) at host address `p`. Aligned accesses are atomic:
 /// other PDs (the mmu-server) may update the same words, e.g. A/D bits.
 #[inline(always)]
-unsafe fn load(p: *const u8, size: u8) -> u64 {
+pub(crate) unsafe fn load(p: *const u8, size: u8) -> u64 {
     let aligned = (p as usize) & (size as usize - 1) == 0;
     match size {
         1 => (*(p as *const core::sync::atomic::AtomicU8)).load(Ordering::Relaxed) as u64,
@@ -95,7 +95,7 @@ unsafe fn load(p: *const u8, size: u8) -> u64 {
 }
 
 #[inline(always)]
-unsafe fn store(p: *mut u8, size: u8, v: u64) {
+pub(crate) unsafe fn store(p: *mut u8, size: u8, v: u64) {
     let aligned = (p as usize) & (size as usize - 1) == 0;
     match size {
         1 => (*(p as *const core::sync::atomic::AtomicU8)).store(v as u8, Ordering::Relaxed),

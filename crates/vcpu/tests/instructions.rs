@@ -271,3 +271,94 @@ fn lock_prefix_on_a_register_destination_is_ud() {
     assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
     assert_eq!(exit.interruption_info & 0xff, 6);
 }
+
+#[test]
+fn overlapping_rep_movsb_replicates_like_hardware() {
+    let mut m = Machine::new();
+    m.write(DATA, b"abcdefgh");
+    m.code64(CODE, |a| {
+        a.mov(rsi, DATA)?;
+        a.mov(rdi, DATA + 1)?;
+        a.mov(ecx, 7)?;
+        a.rep().movsb()?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    assert_eq!(m.run().reason, ExitReason::Hlt);
+    let mut b = [0u8; 8];
+    m.mem.read(DATA, &mut b).unwrap();
+    assert_eq!(&b, b"aaaaaaaa", "each byte copies the one just written");
+}
+
+#[test]
+fn long_rep_movsq_and_stosd_across_pages() {
+    let mut m = Machine::new();
+    for i in 0..3000u64 {
+        m.write_u64(0x10_0000 + 8 * i, i * 0x0101_0101);
+    }
+    m.code64(CODE, |a| {
+        a.mov(rsi, 0x10_0000u64)?;
+        a.mov(rdi, 0x20_0003u64)?; // misaligned destination
+        a.mov(ecx, 3000)?;
+        a.rep().movsq()?;
+        a.mov(rdi, 0x30_0ffeu64)?;
+        a.mov(eax, 0xdead_beefu32)?;
+        a.mov(ecx, 5000)?;
+        a.rep().stosd()?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    assert_eq!(m.run().reason, ExitReason::Hlt);
+    let mut b = [0u8; 8];
+    for i in [0u64, 1, 511, 512, 1999, 2999] {
+        m.mem.read(0x20_0003 + 8 * i, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), i * 0x0101_0101, "qword {i}");
+    }
+    for i in [0u64, 1, 4999] {
+        m.mem.read(0x30_0ffe + 4 * i, &mut b[..4]).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(b[..4].try_into().unwrap()),
+            0xdead_beef,
+            "dword {i}"
+        );
+    }
+    assert_eq!(m.cpu.gpr(Gpr::Rdi), 0x30_0ffe + 4 * 5000);
+    assert_eq!(m.cpu.gpr(Gpr::Rsi), 0x10_0000 + 8 * 3000);
+    assert_eq!(m.cpu.gpr(Gpr::Rcx), 0);
+}
+
+#[test]
+fn rep_stos_into_an_unmapped_page_stops_at_the_faulting_element() {
+    let mut m = Machine::new();
+    // Unmap 2..4 MiB.
+    m.write_u64(PD + 8, 0);
+    m.code64(CODE, |a| {
+        a.mov(rdi, 0x1f_fff0u64)?;
+        a.mov(eax, 0x11)?;
+        a.mov(ecx, 100)?;
+        a.rep().stosb()?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    m.cpu.controls.exception_bitmap = 1 << 14;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
+    assert_eq!(exit.qualification, 0x20_0000);
+    assert_eq!(
+        m.cpu.gpr(Gpr::Rdi),
+        0x20_0000,
+        "16 bytes stored before the fault"
+    );
+    assert_eq!(m.cpu.gpr(Gpr::Rcx), 84);
+    let prefix = asm(64, CODE, |a| {
+        a.mov(rdi, 0x1f_fff0u64)?;
+        a.mov(eax, 0x11)?;
+        a.mov(ecx, 100)
+    });
+    assert_eq!(
+        m.cpu.rip(),
+        CODE + prefix.len() as u64,
+        "RIP stays at the REP STOS"
+    );
+    assert_eq!(m.read_u64(0x1f_fff8), 0x1111_1111_1111_1111);
+}

@@ -358,9 +358,29 @@ impl Vcpu {
             size as u64
         };
         let mut budget = 4096u32;
+        let bulk = rep
+            && self.rflags & rflags::DF == 0
+            && matches!(
+                d.mnemonic,
+                Mnemonic::Movsb
+                    | Mnemonic::Movsw
+                    | Mnemonic::Movsd
+                    | Mnemonic::Movsq
+                    | Mnemonic::Stosb
+                    | Mnemonic::Stosw
+                    | Mnemonic::Stosd
+                    | Mnemonic::Stosq
+            );
         loop {
             if rep && self.gpr[1] & am == 0 {
                 return Ok(Flow::Next);
+            }
+            if bulk && self.rep_chunk(mem, d, size, src_seg)? {
+                budget = budget.saturating_sub(64);
+                if budget == 0 {
+                    return Ok(Flow::Jumped);
+                }
+                continue;
             }
             let si = self.gpr[6] & am;
             let di = self.gpr[7] & am;
@@ -456,5 +476,74 @@ impl Vcpu {
         let sp = self.sp_plus(8 * size as i64);
         self.set_sp(sp);
         Ok(Flow::Next)
+    }
+
+    /// REP MOVS / REP STOS (forward) over the part of the string that lies in one
+    /// source and one destination page: both translated once, then element by element
+    /// through host pointers (the architectural order, so overlapping copies behave as
+    /// on hardware). `Ok(false)` when the slow path must take the next element (a page-
+    /// straddling element, a segment that is not flat, fewer than two elements).
+    fn rep_chunk(&mut self, mem: &PhysMap, d: &Decoded, size: u8, src_seg: SegReg) -> Step<bool> {
+        use crate::memory::{load, store};
+        use crate::paging::AccessKind;
+        let movs = matches!(
+            d.mnemonic,
+            Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq
+        );
+        let am = size_mask(d.addr_size);
+        let flat = |s: &crate::regs::Segment| {
+            s.base == 0 && s.limit == 0xffff_ffff && s.access & crate::regs::access::DC == 0
+        };
+        if self.bitness != 64
+            && (!flat(&self.seg[SegReg::Es as usize])
+                || (movs && !flat(&self.seg[src_seg as usize])))
+        {
+            return Ok(false);
+        }
+        let count = self.gpr[1] & am;
+        let di = self.gpr[7] & am;
+        let si = self.gpr[6] & am;
+        let sz = size as u64;
+        // Elements before the end of a page or the wrap of the address size.
+        let room = |off: u64, lin: u64| ((0x1000 - (lin & 0xfff)) / sz).min((am - off) / sz + 1);
+        let dst_lin = self.seg_linear(SegReg::Es, di, size, true)?;
+        let mut chunk = count.min(room(di, dst_lin)).min(512);
+        let src_lin = if movs {
+            let l = self.seg_linear(src_seg, si, size, false)?;
+            chunk = chunk.min(room(si, l));
+            Some(l)
+        } else {
+            None
+        };
+        if chunk < 2 {
+            return Ok(false);
+        }
+        // Source first: the fault the first element would report.
+        let src = match src_lin {
+            Some(l) => Some(self.host_addr(mem, l, AccessKind::Read)?.1),
+            None => None,
+        };
+        let (dst_hpa, dst) = self.host_addr(mem, dst_lin, AccessKind::Write)?;
+        self.dcache.note_write(dst_hpa);
+        let value = self.gpr[0];
+        for i in 0..chunk as usize {
+            let off = i * size as usize;
+            // SAFETY: every element lies inside the translated source and destination
+            // pages (chunk is bounded by the room left in both).
+            unsafe {
+                let v = match src {
+                    Some(p) => load((p + off) as *const u8, size),
+                    None => value,
+                };
+                store((dst + off) as *mut u8, size, v);
+            }
+        }
+        let bytes = chunk * sz;
+        self.set_gpr_sized(7, d.addr_size, di.wrapping_add(bytes) & am);
+        if movs {
+            self.set_gpr_sized(6, d.addr_size, si.wrapping_add(bytes) & am);
+        }
+        self.set_gpr_sized(1, d.addr_size, count - chunk);
+        Ok(true)
     }
 }
