@@ -9,6 +9,7 @@ pub mod role;
 pub mod cr;
 pub mod memslot;
 pub mod mmu;
+pub mod nx;
 pub mod pool;
 pub mod root_cache;
 pub mod server;

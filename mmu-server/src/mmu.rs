@@ -3,6 +3,7 @@
 //! operations here are the ones on pages regardless of why they happen: make one, link
 //! it, zap it, write-protect a gfn, reclaim when the pool runs dry.
 
+use crate::nx::NxPolicy;
 use crate::pool::{FrameId, FramePool};
 use crate::role::PageRole;
 use crate::shadow_page::{filter_bit, parent_link, split_link, SpTable};
@@ -26,6 +27,14 @@ pub struct VmCounters {
     pub gen: u8,
     /// KVM's `indirect_shadow_pages`: pages with guest PTEs (write-tracked gfns).
     pub indirect_pages: u32,
+    /// Oldest and newest page of the list of possible NX huge pages ([`crate::nx`]).
+    pub nx_head: Option<FrameId>,
+    pub nx_tail: Option<FrameId>,
+    /// Flushes that work outside the VM's requests (recovery, a mode change) owes its
+    /// vCPU; the next reply with a `flush` field carries them.
+    pub pending_flush: u32,
+    /// Recovery left zombie pages to free at the VM's next request.
+    pub zombies: bool,
 }
 
 pub struct Mmu {
@@ -35,6 +44,8 @@ pub struct Mmu {
     pub vms: [VmCounters; MAX_VMS],
     /// Advances with every request; pages remember when they were last used.
     pub tick: u64,
+    /// The system-wide NX-huge-page setting.
+    pub nx: NxPolicy,
 }
 
 impl Mmu {
@@ -225,6 +236,7 @@ impl Mmu {
         if !sp.in_use {
             return false;
         }
+        self.untrack_nx(id);
         if !sp.role.invalid() {
             self.unlink_parents(id);
             for i in 0..ENTRIES {
@@ -254,7 +266,7 @@ impl Mmu {
     }
 
     /// Clears every parent entry that references `id`.
-    fn unlink_parents(&mut self, id: FrameId) {
+    pub(crate) fn unlink_parents(&mut self, id: FrameId) {
         let sp = *self.sps.get(id);
         let hpa = self.pool.hpa(id);
         for &link in &sp.parents[..sp.parent_count as usize] {

@@ -12,11 +12,12 @@
 
 use crate::guest_walk::{GuestWalk, WalkError};
 use crate::mmu::Mmu;
+use crate::nx::NxFault;
 use crate::permission::pfec;
 use crate::pool::FrameId;
 use crate::role::{PageRole, ACC_ALL, ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK};
 use crate::spte::{self, Format};
-use crate::tdp::Fault;
+use crate::tdp::{huge_page_may_execute, Fault};
 use crate::vm::{Vm, GFN_LIMIT};
 use crate::write_track::WriteFaultKind;
 use ipc::{vcpu_flags, Error, FaultOutcome, ShadowFault, SlotKind};
@@ -70,14 +71,30 @@ impl Vm {
             return Ok(Fault::mmio(gpa));
         }
 
+        // The level to map at: up to the guest's own page size, as far as the memory
+        // map allows (KVM's `req_level`, capped by the walker's level); a fetch under
+        // the NX-huge-page mitigation maps 4K.
+        let req_level = match walk.as_ref() {
+            Some(w) if w.level > 1 => self.max_mapping_level(mmu, gfn, w.level),
+            _ => 1,
+        };
+        let mitigation = self.nx_huge_pages_apply(mmu);
+        let nx = NxFault {
+            mitigation,
+            disallowed: access & pfec::FETCH != 0 && !huge_page_may_execute(mmu, self, req_level),
+            req_level,
+        };
+        let goal = if nx.disallowed { 1 } else { req_level };
+
         let root = self.roots.current.page.ok_or(Error::InvalidState)?;
         let w = walk;
         self.make_pages_available(
             mmu,
-            |vm, mmu| vm.shadow_missing_tables(mmu, root, linear, gpa, w.as_ref()),
+            |vm, mmu| vm.shadow_missing_tables(mmu, root, linear, gpa, w.as_ref(), goal),
             fl,
         )?;
-        let table = self.shadow_path(mmu, root, linear, gpa, walk.as_ref(), fl)?;
+        let (table, level) =
+            self.shadow_path(mmu, root, linear, gpa, walk.as_ref(), goal, nx, fl)?;
 
         let (mut acc, dirty) = walk
             .as_ref()
@@ -112,15 +129,28 @@ impl Vm {
         if !writable {
             acc &= !ACC_WRITE_MASK;
         }
+        if !huge_page_may_execute(mmu, self, level) {
+            acc &= !ACC_EXEC_MASK;
+        }
+        let first = gfn & !(spte::level_pages(level) - 1);
         let mut leaf = Format::Ia32e
-            .leaf(slot.hpa_of(gfn), 1, acc)
+            .leaf(slot.hpa_of(first), level, acc)
             .ok_or(Error::InvalidState)?;
         // SDM 4.6.2: the protection key of a page is in its leaf, bits 62:59. The CPU
         // running on our tables then applies the guest's PKRU to the guest's keys.
         if let Some(w) = walk.as_ref().filter(|_| self.cpu_role.pke()) {
             leaf |= ((w.pkey & 0xF) as u64) << 59;
         }
-        self.install_leaf(mmu, table, spte::index(linear, 1), 1, leaf);
+        let index = spte::index(linear, level);
+        let old = mmu.read_entry(table, index);
+        if level > 1 && Format::Ia32e.is_present(old) && !Format::Ia32e.is_leaf(old, level) {
+            // A table where the huge page now goes (a direct table made while the range
+            // was write-tracked, say): the huge page replaces it. The vCPU may cache
+            // translations made through it.
+            mmu.clear_entry(table, index);
+            *fl |= ipc::flush::GUEST;
+        }
+        self.install_leaf(mmu, table, index, level, leaf);
 
         if write && !writable {
             // The only reason left is write tracking: the page is a guest page table.
@@ -147,11 +177,12 @@ impl Vm {
         linear: u64,
         gpa: u64,
         walk: Option<&GuestWalk>,
+        goal: u8,
     ) -> usize {
         let vm = self.index;
         let mut table = root;
         let mut level = mmu.sps.get(root).role.level();
-        while level > 1 {
+        while level > goal {
             let index = spte::index(linear, level);
             let (gfn, role) = child_key(mmu, table, level, index, gpa, walk);
             let fmt = mmu.sps.get(table).format;
@@ -166,15 +197,20 @@ impl Vm {
             };
             match linked.or_else(|| mmu.sps.find(vm, mmu.gen(vm), gfn, role)) {
                 Some(c) => table = c,
-                None => return (level - 1) as usize,
+                None => return (level - goal) as usize,
             }
             level -= 1;
         }
         0
     }
 
-    /// Makes (or finds) the shadow tables from the root down to the 4K table that maps
-    /// `linear`, and returns that table.
+    /// Makes (or finds) the shadow tables from the root down to the table at level
+    /// `goal` that maps `linear`, and returns that table and its level. A huge leaf in
+    /// the way is zapped (the lazy split of the NX-huge-page mitigation: the 4K pages
+    /// fault in one by one); a table linked for a fetch under the mitigation is
+    /// accounted as a possible NX huge page, and a later fault that meets such a table
+    /// at its goal level maps inside it (`disallowed_hugepage_adjust`).
+    #[allow(clippy::too_many_arguments)]
     fn shadow_path(
         &mut self,
         mmu: &mut Mmu,
@@ -182,12 +218,25 @@ impl Vm {
         linear: u64,
         gpa: u64,
         walk: Option<&GuestWalk>,
+        goal: u8,
+        nx: NxFault,
         fl: &mut u32,
-    ) -> Result<FrameId, Error> {
+    ) -> Result<(FrameId, u8), Error> {
         let vm = self.index;
         let mut table = root;
         let mut level = mmu.sps.get(root).role.level();
-        while level > 1 {
+        let mut goal = goal;
+        loop {
+            if level <= goal {
+                if nx.mitigation
+                    && level > 1
+                    && self.nx_table_at(mmu, table, spte::index(linear, level))
+                {
+                    goal = level - 1;
+                } else {
+                    break;
+                }
+            }
             let index = spte::index(linear, level);
             let (gfn, role) = child_key(mmu, table, level, index, gpa, walk);
             let fmt = mmu.sps.get(table).format;
@@ -223,6 +272,7 @@ impl Vm {
                         }
                     };
                     mmu.link(table, index, c);
+                    mmu.account_nx(c, level, nx);
                     c
                 }
             };
@@ -230,7 +280,7 @@ impl Vm {
             table = c;
             level -= 1;
         }
-        Ok(table)
+        Ok((table, level))
     }
 }
 

@@ -68,6 +68,15 @@ pub struct ShadowPage {
     /// The page has been loaded as a root (its frame going back to the pool counts in
     /// `roots_freed`).
     pub was_root: bool,
+    /// The table replaced a huge page for an instruction fetch under the NX-huge-page
+    /// mitigation (KVM's `nx_huge_page_disallowed`): faults keep it ([`crate::nx`]).
+    pub nx_disallowed: bool,
+    /// On its VM's list of possible NX huge pages, between `nx_prev` and `nx_next`.
+    pub nx_tracked: bool,
+    pub nx_prev: Option<FrameId>,
+    pub nx_next: Option<FrameId>,
+    /// Recovered: unlinked and unhashed, its frame freed at the VM's next request.
+    pub zombie: bool,
 }
 
 /// The [`ShadowPage::writable_filter`] bit of a host page.
@@ -94,6 +103,11 @@ impl ShadowPage {
         parents: [0; MAX_PARENTS],
         writable_filter: 0,
         was_root: false,
+        nx_disallowed: false,
+        nx_tracked: false,
+        nx_prev: None,
+        nx_next: None,
+        zombie: false,
     };
 
     /// The page shadows a guest page table, so its gfn is write-tracked (KVM's

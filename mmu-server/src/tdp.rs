@@ -7,8 +7,9 @@
 //! NX-huge-page decision [`huge_page_may_execute`].
 
 use crate::mmu::Mmu;
+use crate::nx::NxFault;
 use crate::pool::FrameId;
-use crate::role::{ACC_ALL, ACC_WRITE_MASK};
+use crate::role::{ACC_ALL, ACC_EXEC_MASK, ACC_WRITE_MASK};
 use crate::spte::{self, Format};
 use crate::vm::{Vm, GFN_LIMIT};
 use crate::write_track::WriteFaultKind;
@@ -50,26 +51,27 @@ impl Fault {
     }
 }
 
-/// THE place where NX huge pages will be decided (a later issue): may a huge mapping at
-/// `level` be executable? The iTLB-multihit mitigation (MMU_REFERENCE.md section 5)
-/// will answer "no" here for VMs that have not disabled it, so that a fetch maps 4K.
-/// Today every huge mapping may execute, and `nx_lpage_splits`/`nx_recovered` stay 0.
-pub fn huge_page_may_execute(_vm: &Vm, _level: u8) -> bool {
-    true
+/// May a huge mapping at `level` be executable? Not while the NX-huge-page mitigation
+/// applies to the VM (MMU_REFERENCE.md section 5, [`crate::nx`]): then no huge SPTE is
+/// executable (`make_spte` drops ACC_EXEC above 4K) and a fetch maps 4K.
+pub fn huge_page_may_execute(mmu: &Mmu, vm: &Vm, level: u8) -> bool {
+    level == 1 || !vm.nx_huge_pages_apply(mmu)
 }
 
 impl Vm {
-    /// The largest level (1, 2 or 3) at which `gfn` may be mapped for this access.
-    pub fn max_mapping_level(&self, mmu: &Mmu, gfn: u64, fetch: bool) -> u8 {
+    /// The largest level (1, 2 or 3, at most `limit`) at which the memory map lets
+    /// `gfn` be mapped (KVM's `req_level`; a fetch under the NX-huge-page mitigation
+    /// then still maps 4K, see [`NxFault`]).
+    pub fn max_mapping_level(&self, mmu: &Mmu, gfn: u64, limit: u8) -> u8 {
         let Some(slot) = self.slots.find(gfn) else {
             return 1;
         };
         for level in [3u8, 2] {
-            let pages = spte::level_pages(level);
-            if !slot.can_map_huge(gfn, pages) {
+            if level > limit {
                 continue;
             }
-            if fetch && !huge_page_may_execute(self, level) {
+            let pages = spte::level_pages(level);
+            if !slot.can_map_huge(gfn, pages) {
                 continue;
             }
             if self.range_tracked(mmu, gfn & !(pages - 1), pages) {
@@ -109,7 +111,14 @@ impl Vm {
             // An MMIO hole, or a write to ROM: the device model handles it.
             return Ok(Fault::mmio(req.gpa));
         }
-        let goal = self.max_mapping_level(mmu, gfn, fetch);
+        let req_level = self.max_mapping_level(mmu, gfn, 3);
+        let mitigation = self.nx_huge_pages_apply(mmu);
+        let nx = NxFault {
+            mitigation,
+            disallowed: fetch && !huge_page_may_execute(mmu, self, req_level),
+            req_level,
+        };
+        let mut goal = if nx.disallowed { 1 } else { req_level };
         let root = self.roots.current.page.ok_or(Error::InvalidState)?;
         let root_level = mmu.sps.get(root).role.level();
         let gpa = req.gpa;
@@ -122,9 +131,18 @@ impl Vm {
         // Walk down to the goal level, making tables on the way.
         let mut table = root;
         let mut level = root_level;
-        while level > goal {
-            table = self.tdp_child(mmu, table, level, gfn, fl)?;
-            level -= 1;
+        loop {
+            while level > goal {
+                table = self.tdp_child(mmu, table, level, gfn, nx, fl)?;
+                level -= 1;
+            }
+            // `disallowed_hugepage_adjust`: a table that replaced a huge page for a
+            // fetch stays; this fault maps inside it rather than flapping it back.
+            if mitigation && goal > 1 && self.nx_table_at(mmu, table, spte::index(gpa, goal)) {
+                goal -= 1;
+                continue;
+            }
+            break;
         }
         let index = spte::index(req.gpa, goal);
         let old = mmu.read_entry(table, index);
@@ -141,6 +159,9 @@ impl Vm {
         let tracked = self.gfn_tracked(mmu, gfn);
         if !slot.writable() || tracked {
             access &= !ACC_WRITE_MASK;
+        }
+        if !huge_page_may_execute(mmu, self, goal) {
+            access &= !ACC_EXEC_MASK;
         }
         let new = Format::Ept
             .leaf(slot.hpa_of(first), goal, access)
@@ -172,18 +193,35 @@ impl Vm {
         0
     }
 
+    /// Whether entry `index` of `table` references a table marked `nx_disallowed`.
+    pub fn nx_table_at(&self, mmu: &Mmu, table: FrameId, index: usize) -> bool {
+        let fmt = mmu.sps.get(table).format;
+        let level = mmu.sps.get(table).role.level();
+        let e = mmu.read_entry(table, index);
+        fmt.is_present(e)
+            && !fmt.is_leaf(e, level)
+            && mmu
+                .child_of(self.index, e)
+                .is_some_and(|c| mmu.sps.get(c).nx_disallowed)
+    }
+
     /// The table below entry `gfn` of `table` at `level`, made if absent. A huge leaf in
-    /// the way is zapped: the rest of its range faults in again at the smaller size.
+    /// the way is split eagerly for a fetch under the NX-huge-page mitigation (KVM's
+    /// TDP MMU, `tdp_mmu_split_huge_page`), otherwise zapped: the rest of its range
+    /// faults in again at the smaller size. A table linked for such a fetch is
+    /// accounted as a possible NX huge page.
     fn tdp_child(
         &mut self,
         mmu: &mut Mmu,
         table: FrameId,
         level: u8,
         gfn: u64,
+        nx: NxFault,
         fl: &mut u32,
     ) -> Result<FrameId, Error> {
         let index = spte::index(gfn << 12, level);
         let e = mmu.read_entry(table, index);
+        let mut huge = None;
         if Format::Ept.is_present(e) {
             if !Format::Ept.is_leaf(e, level) {
                 if let Some(child) = mmu.child_of(self.index, e) {
@@ -191,14 +229,50 @@ impl Vm {
                     return Ok(child);
                 }
             }
-            mmu.clear_entry(table, index);
-            *fl |= ipc::flush::GUEST;
+            if nx.disallowed && Format::Ept.is_leaf(e, level) {
+                huge = Some(e);
+            } else {
+                mmu.clear_entry(table, index);
+                *fl |= ipc::flush::GUEST;
+            }
         }
         let role = mmu.sps.get(table).role.with_level(level - 1);
         let first = gfn & !(spte::level_pages(level) - 1);
         let child = mmu.new_page(self.index, first, role, Format::Ept, false, None, fl)?;
+        if let Some(old) = huge {
+            self.tdp_split_huge(mmu, child, level, old);
+            mmu.count_leaf(self.index, level, -1);
+        }
+        // `link` overwrites the huge leaf, if any, with the table: the translations
+        // stay the same (more rights, no fewer), so no flush is needed.
         mmu.link(table, index, child);
+        mmu.account_nx(child, level, nx);
         Ok(child)
+    }
+
+    /// Fills `child` with the pieces of the huge EPT leaf `old` (which mapped at
+    /// `level`): same host range, same rights and A/D bits, and execute given back
+    /// where the child may execute (`make_huge_page_split_spte`: the child's role
+    /// access has X, and its pieces are 4K or the mitigation is off for them).
+    fn tdp_split_huge(&self, mmu: &mut Mmu, child: FrameId, level: u8, old: u64) {
+        let child_level = level - 1;
+        let size = spte::level_size(child_level);
+        let base = Format::Ept.addr(old) & !(spte::level_size(level) - 1);
+        let role = mmu.sps.get(child).role;
+        let mut access = Format::Ept.leaf_access(old);
+        if role.access() & ACC_EXEC_MASK != 0 && huge_page_may_execute(mmu, self, child_level) {
+            access |= ACC_EXEC_MASK;
+        }
+        let ad = old & (spte::ept::ACCESSED | spte::ept::DIRTY);
+        for i in 0..spte::ENTRIES {
+            if let Some(e) = Format::Ept.leaf(base + i as u64 * size, child_level, access) {
+                mmu.write_entry(child, i, e | ad);
+            }
+        }
+        if access & ACC_WRITE_MASK != 0 {
+            mmu.sps.get_mut(child).writable_filter = u64::MAX;
+        }
+        mmu.count_leaf(self.index, child_level, spte::ENTRIES as i64);
     }
 
     /// Writes a leaf and keeps the counters.

@@ -81,6 +81,9 @@ pub struct Vm {
     pub root_reuse: bool,
     pub ept_ad: bool,
     pub vcpu_created: bool,
+    /// The VM invoked `NxHugePageControl` to turn the NX-huge-page mitigation off
+    /// (KVM's `disable_nx_huge_pages`).
+    pub nx_disabled: bool,
     pub slots: MemSlots,
     pub regs: PagingRegs,
     /// The guest's CR3 (PCID bits included, NOFLUSH never).
@@ -104,6 +107,7 @@ impl Vm {
             root_reuse: req.root_reuse != 0,
             ept_ad: req.flags & ipc::vm_flags::EPT_AD != 0,
             vcpu_created: false,
+            nx_disabled: false,
             slots: MemSlots::new(),
             regs: PagingRegs::default(),
             cr3: 0,
@@ -115,6 +119,12 @@ impl Vm {
         };
         vm.compute_roles();
         Ok(vm)
+    }
+
+    /// Whether the NX-huge-page mitigation applies to this VM
+    /// (`is_nx_huge_page_enabled`: the system mode is on and the VM did not disable it).
+    pub fn nx_huge_pages_apply(&self, mmu: &Mmu) -> bool {
+        mmu.nx.enabled() && !self.nx_disabled
     }
 
     /// `kvm_init_mmu`: both roles and the permission bitmap from the registers.

@@ -439,7 +439,8 @@ fn refused_requests_change_nothing() {
                 arg: 0
             }
         ),
-        Err(Error::NotSupported)
+        // Sent without the NxHugePageControl badge bit: the capability is not held.
+        Err(Error::PermissionDenied)
     );
     assert_eq!(
         m.call(

@@ -415,7 +415,15 @@ fn check(c: Case) -> Result<(), TestCaseError> {
             let wp0_write = write && !c.wp && !user && (!t.writable || key_wd);
             let want_w = (t.writable || wp0_write) && dirty && !tracked;
             let want_u = t.user && !wp0_write;
-            let want_x = t.executable && !(wp0_write && c.smep);
+            // The NX-huge-page mitigation is on (the server's default mode, auto): a huge
+            // shadow leaf is never executable, and a fetch maps 4K.
+            let huge_leaf = m
+                .shadow_walk(r.root_hpa, r.root_level, c.gva)
+                .is_some_and(|l| l.level > 1);
+            if c.kind == RefKind::Fetch {
+                prop_assert!(!huge_leaf, "a fetch is never served by a huge leaf");
+            }
+            let want_x = t.executable && !(wp0_write && c.smep) && !huge_leaf;
             if write && tracked {
                 // Writing a table of its own translation: emulate.
                 prop_assert_eq!(outcome(&r), FaultOutcome::Emulate);

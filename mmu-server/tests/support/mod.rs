@@ -153,6 +153,18 @@ impl Machine {
         .unwrap();
     }
 
+    /// Sets the system-wide NX-huge-page mode as the system controller.
+    pub fn nx_mode(&self, mode: NxMode) -> Result<(), Error> {
+        self.call(
+            badge::SYSTEM_CONTROL,
+            &SetNxHugePages {
+                mode: mode as u32,
+                reserved: 0,
+            },
+        )
+        .map(|_| ())
+    }
+
     pub fn regs(&self, badge: Badge, cr0: u64, cr3: u64, cr4: u64, efer: u64) -> RootReply {
         self.call(
             badge,
