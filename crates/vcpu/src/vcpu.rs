@@ -144,6 +144,15 @@ pub mod interruptibility {
     pub const MOV_SS: u32 = 1 << 1;
 }
 
+/// Bits of `Vcpu::post_step`.
+pub(crate) mod post_step {
+    /// EFLAGS.TF was set when the instruction started: #DB trap after it.
+    pub const SINGLE_STEP: u8 = 1 << 0;
+    /// The instruction (a long REP string operation) stopped mid-way to let the run
+    /// loop check its budget; RIP still points at it.
+    pub const PARTIAL: u8 = 1 << 1;
+}
+
 /// Why the engine stopped executing an instruction. Kept to 8 bytes so that every
 /// handler's `Result` travels in registers; a #PF's linear address goes to
 /// `Vcpu::pf_linear` and an exit's description to `Vcpu::exit`.
@@ -266,7 +275,8 @@ pub struct Vcpu {
     /// The linear address of the last #PF raised (CR2 on delivery).
     pub(crate) pf_linear: u64,
     /// A single-step #DB is due after the instruction that just retired.
-    pub(crate) single_step_pending: bool,
+    /// Work after the instruction that just ran (`post_step` bits).
+    pub(crate) post_step: u8,
     /// (enable EPT, EPTP, VPID) of the last VM entry.
     pub(crate) entry_tag: (bool, u64, u16),
     pub(crate) stats: Stats,
@@ -324,7 +334,7 @@ impl Vcpu {
             exit: VmExit::new(ExitReason::Unimplemented, 0),
             cur_len: 0,
             pf_linear: 0,
-            single_step_pending: false,
+            post_step: 0,
             entry_tag: (false, 0, 0),
             stats: Stats::default(),
         };
@@ -680,10 +690,18 @@ impl Vcpu {
                 Ok(()) => {
                     budget -= 1;
                     self.stats.instructions += 1;
-                    if self.single_step_pending {
-                        self.single_step_pending = false;
-                        if let Err(exit) = self.raise(mem, Stop::debug_trap()) {
-                            break exit;
+                    if self.post_step != 0 {
+                        let p = core::mem::take(&mut self.post_step);
+                        if p & post_step::PARTIAL != 0 {
+                            // A REP string instruction yielded mid-way: it has not
+                            // retired yet (and single-steps only when it completes).
+                            self.stats.instructions -= 1;
+                            continue;
+                        }
+                        if p & post_step::SINGLE_STEP != 0 {
+                            if let Err(exit) = self.raise(mem, Stop::debug_trap()) {
+                                break exit;
+                            }
                         }
                     }
                 }

@@ -362,3 +362,32 @@ fn rep_stos_into_an_unmapped_page_stops_at_the_faulting_element() {
     );
     assert_eq!(m.read_u64(0x1f_fff8), 0x1111_1111_1111_1111);
 }
+
+#[test]
+fn a_long_rep_counts_as_one_instruction_and_yields_to_the_budget() {
+    let mut m = Machine::new();
+    m.code64(CODE, |a| {
+        a.mov(rdi, 0x10_0000u64)?;
+        a.mov(ecx, 300_000)?;
+        a.xor(eax, eax)?;
+        a.rep().stosb()?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    assert_eq!(m.run().reason, ExitReason::Hlt);
+    assert_eq!(m.cpu.stats().instructions, 4);
+    assert_eq!(m.cpu.gpr(Gpr::Rdi), 0x10_0000 + 300_000);
+    // With a small budget the REP is interrupted between iterations and resumes.
+    m.long_mode(CODE);
+    m.cpu.controls.budget = Some(4);
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::PreemptionTimer);
+    let left = m.cpu.gpr(Gpr::Rcx);
+    assert!(
+        left > 0 && left < 300_000,
+        "stopped inside the REP: rcx = {left}"
+    );
+    m.cpu.controls.budget = None;
+    assert_eq!(m.run().reason, ExitReason::Hlt);
+    assert_eq!(m.cpu.gpr(Gpr::Rcx), 0);
+}

@@ -378,6 +378,7 @@ impl Vcpu {
             if bulk && self.rep_chunk(mem, d, size, src_seg)? {
                 budget = budget.saturating_sub(64);
                 if budget == 0 {
+                    self.post_step |= crate::vcpu::post_step::PARTIAL;
                     return Ok(Flow::Jumped);
                 }
                 continue;
@@ -435,6 +436,7 @@ impl Vcpu {
             if budget == 0 {
                 // Long REP strings yield to the run loop (an interruptible instruction,
                 // SDM Vol. 2B REP): RIP stays, the next step resumes the iteration.
+                self.post_step |= crate::vcpu::post_step::PARTIAL;
                 return Ok(Flow::Jumped);
             }
         }

@@ -66,7 +66,7 @@ impl Vcpu {
             // TF at the start of an instruction: a single-step trap after it
             // (SDM 17.3.1.4), delivered by the run loop once the instruction retires.
             self.dr[4] |= 1 << 14; // DR6.BS
-            self.single_step_pending = true;
+            self.post_step |= crate::vcpu::post_step::SINGLE_STEP;
         }
         if blocking != 0 {
             // STI / MOV SS blocking lasts for one instruction (SDM 6.8.3).
