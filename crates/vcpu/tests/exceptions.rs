@@ -604,3 +604,29 @@ fn enabling_a_hardware_breakpoint_is_an_unimplemented_exit() {
     assert_eq!(exit.reason, ExitReason::Unimplemented);
     assert_eq!(exit.rip, CODE + 5);
 }
+
+#[test]
+fn vex_encoded_gpr_instructions_are_not_taken_for_avx() {
+    // ANDN (BMI1) is VEX-encoded but works on GPRs: no #UD for CR4.OSXSAVE = 0; it
+    // is outside the model, so it stops the VM naming it.
+    let mut m = Machine::new();
+    m.code64(CODE, |a| a.andn(eax, ebx, ecx));
+    m.long_mode(CODE);
+    m.cpu.controls.exception_bitmap = u32::MAX;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Unimplemented, "{exit:?}");
+    assert_eq!(
+        exit.unimplemented.unwrap().mnemonic,
+        iced_x86::Mnemonic::Andn
+    );
+    // VADDPS without CR4.OSXSAVE is #UD.
+    let mut m = Machine::new();
+    m.code64(CODE, |a| a.vaddps(ymm0, ymm1, ymm2));
+    m.long_mode(CODE);
+    m.cpu.controls.exception_bitmap = u32::MAX;
+    let exit = m.run();
+    assert_eq!(
+        (exit.reason, exit.interruption_info & 0xff),
+        (ExitReason::ExceptionOrNmi, 6)
+    );
+}

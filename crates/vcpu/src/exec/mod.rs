@@ -617,18 +617,26 @@ impl Vcpu {
                 F::FPU | F::FPU287 | F::FPU287XL_ONLY | F::FPU387 | F::FPU387SL_ONLY
             )
         });
-        let vex = ins.encoding() != EncodingKind::Legacy;
-        let simd =
-            vex || features.iter().any(|f| {
+        let vector_reg = (0..ins.op_count()).any(|i| {
+            ins.op_kind(i) == OpKind::Register && {
+                let r = ins.op_register(i);
+                r.is_xmm() || r.is_ymm() || r.is_zmm() || r.is_mm() || r.is_k()
+            }
+        });
+        // VEX/EVEX instructions on vector state (not the VEX-encoded GPR ones such
+        // as BMI1/BMI2, which need no OS support).
+        let vex = ins.encoding() != EncodingKind::Legacy
+            && (vector_reg
+                || features
+                    .iter()
+                    .any(|f| matches!(f, F::AVX | F::AVX2 | F::FMA | F::F16C)));
+        let simd = vex
+            || vector_reg
+            || features.iter().any(|f| {
                 matches!(
                     f,
                     F::MMX | F::SSE | F::SSE2 | F::SSE3 | F::SSSE3 | F::SSE4_1 | F::SSE4_2
                 )
-            }) || (0..ins.op_count()).any(|i| {
-                ins.op_kind(i) == OpKind::Register && {
-                    let r = ins.op_register(i);
-                    r.is_xmm() || r.is_ymm() || r.is_zmm() || r.is_mm()
-                }
             });
         if x87 && self.cr0 & (cr0::EM | cr0::TS) != 0 {
             return Stop::fault(vector::NM, None);
