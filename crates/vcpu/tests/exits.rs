@@ -360,3 +360,49 @@ fn switching_eptp_between_runs_is_not_served_from_stale_translations() {
     assert_eq!(m.run().reason, ExitReason::Hlt);
     assert_eq!(m.cpu.gpr(Gpr::Rax), 0xbbbb);
 }
+
+#[test]
+fn user_mode_io_follows_the_tss_permission_bitmap() {
+    let mut m = machine(|a| {
+        a.mov(dx, 0x3f8)?;
+        a.out(dx, al)?;
+        a.out(0x80, al)?;
+        a.hlt()
+    });
+    // TSS limit covers a bitmap at TSS+0x68 of 0x3f8/8 + 2 bytes, all ones except the
+    // bit of port 0x3f8.
+    let map_off = 0x68u64;
+    let bytes = 0x3f8 / 8 + 2;
+    let mut map = vec![0xffu8; bytes as usize];
+    map[0x3f8 / 8] &= !(1 << (0x3f8 % 8));
+    m.write(TSS + map_off, &map);
+    m.write(TSS + 0x66, &(map_off as u16).to_le_bytes());
+    m.cpu.set_tr(vcpu::Segment {
+        selector: TSS_SEL,
+        base: TSS,
+        limit: (map_off + bytes - 1) as u32,
+        access: 0x8b,
+    });
+    m.cpu.set_segment(
+        vcpu::SegReg::Cs,
+        vcpu::Segment::flat(UCODE64 | 3, true, 3, true),
+    );
+    m.cpu.set_segment(
+        vcpu::SegReg::Ss,
+        vcpu::Segment::flat(UDATA | 3, false, 3, false),
+    );
+    m.cpu.controls.exception_bitmap = 1 << 13;
+    let exit = m.run();
+    assert_eq!(
+        exit.reason,
+        ExitReason::IoInstruction,
+        "port 0x3f8 is allowed: {exit:?}"
+    );
+    m.cpu.advance_rip(exit.instruction_len);
+    let exit = m.run();
+    assert_eq!(
+        (exit.reason, exit.interruption_info & 0xff),
+        (ExitReason::ExceptionOrNmi, 13),
+        "port 0x80 is not"
+    );
+}

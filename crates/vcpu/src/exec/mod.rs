@@ -399,7 +399,7 @@ impl Vcpu {
         use crate::flags::{AluOp, ShiftOp};
         use Mnemonic as M;
         match d.mnemonic {
-            M::Mov => self.mov(mem, d),
+            M::Mov | M::Movnti => self.mov(mem, d),
             M::Add => self.alu2(mem, d, AluOp::Add, true),
             M::Or => self.alu2(mem, d, AluOp::Or, true),
             M::Adc => self.alu2(mem, d, AluOp::Adc, true),
@@ -568,7 +568,7 @@ impl Vcpu {
             M::Hlt => self.hlt(),
             M::Cli => self.cli_sti(false),
             M::Sti => self.cli_sti(true),
-            M::In | M::Out => self.in_out(d),
+            M::In | M::Out => self.in_out(mem, d),
             M::Int | M::Int3 | M::Into | M::Int1 => self.soft_int(mem, d),
             M::Iret | M::Iretd | M::Iretq => self.iret(mem, d),
             M::Retf => self.retf(mem, d),

@@ -724,6 +724,32 @@ impl Vcpu {
         Ok(Flow::Next)
     }
 
+    /// Protected-mode I/O permission (SDM 19.5): CPL <= IOPL, or every bit of the
+    /// accessed ports clear in the TSS I/O permission bitmap (its offset at TSS+0x66,
+    /// bytes past the TSS limit count as set). #GP(0) otherwise.
+    fn check_io_permission(&mut self, mem: &PhysMap, port: u16, size: u8) -> Step {
+        if self.iopl_ok() {
+            return Ok(());
+        }
+        let tr = self.tr;
+        let ty = tr.access & access::TYPE_MASK;
+        // Only a 32/64-bit TSS (type 9 or busy 11) has a bitmap.
+        if !tr.usable() || (ty != 9 && ty != 11) || tr.limit < 0x67 {
+            return Err(Stop::gp0());
+        }
+        let map = self.read_linear_implicit(mem, tr.base.wrapping_add(0x66), 2)?;
+        let first = map + (port as u64 >> 3);
+        if first + 1 > tr.limit as u64 {
+            return Err(Stop::gp0());
+        }
+        let bits = self.read_linear_implicit(mem, tr.base.wrapping_add(first), 2)?;
+        let mask = ((1u64 << size) - 1) << (port & 7);
+        if bits & mask != 0 {
+            return Err(Stop::gp0());
+        }
+        Ok(())
+    }
+
     /// The I/O port and width of IN/OUT.
     fn io_operands(d: &Decoded) -> (bool, Register, Option<u16>) {
         let input = d.mnemonic == Mnemonic::In;
@@ -736,15 +762,13 @@ impl Vcpu {
         (input, data, port)
     }
 
-    /// IN / OUT: IOPL-checked (the TSS I/O permission bitmap is not modelled: CPL >
-    /// IOPL is #GP(0)), then an I/O exit, or an absent device (reads all ones).
-    pub(crate) fn in_out(&mut self, d: &Decoded) -> Step<Flow> {
+    /// IN / OUT: the I/O permission check, then an I/O exit, or an absent device
+    /// (reads all ones).
+    pub(crate) fn in_out(&mut self, mem: &PhysMap, d: &Decoded) -> Step<Flow> {
         let (input, data, imm_port) = Self::io_operands(d);
         let size = REG_SLOTS[data as usize].size;
         let port = imm_port.unwrap_or(self.gpr[2] as u16);
-        if !self.iopl_ok() {
-            return Err(Stop::gp0());
-        }
+        self.check_io_permission(mem, port, size)?;
         if self.controls.io_exits(port, size) {
             let qual = q::io(size, input, false, false, imm_port.is_some(), port);
             return Err(self.instruction_exit(ExitReason::IoInstruction, qual));
@@ -766,9 +790,7 @@ impl Vcpu {
             _ => 4,
         };
         let port = self.gpr[2] as u16;
-        if !self.iopl_ok() {
-            return Err(Stop::gp0());
-        }
+        self.check_io_permission(mem, port, size)?;
         let am = size_mask(d.addr_size);
         let rep = d.ins.has_rep_prefix();
         let seg = if input {
