@@ -603,7 +603,7 @@ impl Vcpu {
 
     /// An instruction outside the model: x87/MMX/SSE/AVX instructions first take the
     /// #NM / #UD faults CR0.EM, CR0.TS, CR4.OSFXSR and CR4.OSXSAVE give them (SDM
-    /// Vol. 3A 2.5, Table 13-? "Action Taken for Combinations of EM, MP, TS"), so a
+    /// Vol. 3A 2.5, Table 2-2, EM/MP/TS combinations), so a
     /// lazy-FPU kernel sees its #NM; otherwise it is the unimplemented exit.
     #[cold]
     fn not_modelled(&mut self, mem: &PhysMap, d: &Decoded) -> Stop {
