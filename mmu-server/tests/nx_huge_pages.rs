@@ -629,3 +629,80 @@ fn badge_bit_matches_the_sel4_badge_scheme() {
     assert_eq!(badge::SYSTEM_CONTROL & capdl_spec::badge::MMU_CALL, 0);
     assert_eq!(badge::SYSTEM_CONTROL & capdl_spec::badge::VM_ID_MASK, 0);
 }
+
+/// A guest 1 GiB page under shadow paging: a 1G shadow leaf for data; a fetch zaps it
+/// and lists both tables it links on the way down (each level could have been huge),
+/// as the TDP walk does; a later read in another 2 MiB of the GiB maps 2M, not 1G.
+#[test]
+fn shadow_1g_guest_page_splits_level_by_level() {
+    let m = Machine::new(2 << 30, 64);
+    m.vm(VM, MmuMode::Shadow, true);
+    m.call(VM, &VcpuCreated {}).unwrap();
+    // Tables in the second GiB; the guest's 1G page maps gva 1 GiB -> gpa 0.
+    let pml4 = 0x4000_0000u64;
+    let pdpt = pml4 + 0x1000;
+    m.write64(pml4, pdpt | P | RW | A);
+    m.write64(pdpt + 8, P | RW | A | D | PS);
+    m.write64(0x1234_5008, 0x5EED);
+    let root = m.regs(
+        VM,
+        PE | PG | WP,
+        pml4,
+        CR4_PAE,
+        EFER_LME | EFER_LMA | EFER_NX,
+    );
+    let mut g = Guest {
+        m,
+        paging: Paging::Shadow,
+        root,
+    };
+    let (hpa, _) = g.access(0x5234_5008, AccessKind::Read);
+    assert_eq!(hpa, RAM_HPA + 0x1234_5008);
+    assert_eq!(g.m.phys().read_u64(hpa).unwrap(), 0x5EED);
+    let s = g.m.stats(VM);
+    assert_eq!((s.pages_1g, s.pages_2m, s.nx_lpage_splits), (1, 0, 0));
+    assert_eq!(g.mapping(0x5234_5008).flags & mapping_flags::EXEC, 0);
+    let (hpa, _) = g.access(0x5234_5000, AccessKind::Fetch);
+    assert_eq!(hpa, RAM_HPA + 0x1234_5000);
+    let s = g.m.stats(VM);
+    assert_eq!((s.pages_1g, s.pages_2m, s.nx_lpage_splits), (0, 0, 2));
+    let (hpa, _) = g.access(0x5800_0000, AccessKind::Read);
+    assert_eq!(hpa, RAM_HPA + 0x1800_0000);
+    let s = g.m.stats(VM);
+    assert_eq!((s.pages_1g, s.pages_2m, s.nx_lpage_splits), (0, 1, 2));
+}
+
+/// A 32-bit guest's 4 MiB page (PSE) under a PAE shadow root: each 2 MiB half is a 2M
+/// shadow leaf, not executable; a fetch splits only its half.
+#[test]
+fn shadow_4m_guest_page_maps_two_2m_leaves() {
+    let m = Machine::new(16 << 20, 64);
+    m.vm(VM, MmuMode::Shadow, true);
+    let pd = 0x1000u64;
+    m.write32(pd + 4 * 2, (0x40_0000 | P | RW | A | D | PS) as u32);
+    let root = m.regs(VM, PE | PG | WP, pd, CR4_PSE, 0);
+    assert_eq!(root.root_level, 3);
+    let g = Guest {
+        m,
+        paging: Paging::Shadow,
+        root,
+    };
+    for gva in [0x80_1000u64, 0xA0_2000] {
+        let r = g.m.shadow_fault(VM, gva, 0, 0);
+        assert_eq!(outcome(&r), FaultOutcome::Fixed);
+        let leaf = g.m.shadow_walk(r.root_hpa, 3, gva).unwrap();
+        assert_eq!(
+            (leaf.level, leaf.hpa, leaf.x),
+            (2, RAM_HPA + gva - 0x40_0000, false)
+        );
+    }
+    assert_eq!(g.counts(), (2, 0));
+    let r = g.m.shadow_fault(VM, 0xA0_2000, EC_P | EC_F, 0);
+    assert_eq!(outcome(&r), FaultOutcome::Fixed);
+    let leaf = g.m.shadow_walk(r.root_hpa, 3, 0xA0_2000).unwrap();
+    assert_eq!(
+        (leaf.level, leaf.hpa, leaf.x),
+        (1, RAM_HPA + 0x60_2000, true)
+    );
+    assert_eq!(g.counts(), (1, 1));
+}
