@@ -430,7 +430,7 @@ impl Vcpu {
         self.interruptibility = 0;
         self.update_bitness();
         if new_cpl != cpl {
-            self.paging_changed();
+            self.cpl_changed(push_rflags);
         }
         Ok(())
     }

@@ -36,14 +36,22 @@ impl PageCache {
     }
 }
 
-/// Per-kind translation fast path.
-pub(crate) struct FastTlb {
+/// The translation fast path of one privilege class.
+struct Bank {
     read: PageCache,
     write: PageCache,
     fetch: PageCache,
+}
+
+/// Per-kind translation fast path, one bank for user (CPL 3) and one for supervisor
+/// accesses: permissions depend on the privilege, so each bank holds only what was
+/// checked at its own; a privilege change switches banks instead of dropping them
+/// (a system call would otherwise refill every page).
+pub(crate) struct FastTlb {
+    banks: [Bank; 2],
     /// The 64-bit-mode code page fetched from last (linear page, or INVALID) and its
     /// hpa: consecutive instructions on one page skip the canonical check and the
-    /// lookup above. Cleared with everything else.
+    /// lookup above. Cleared with everything else and on a privilege change.
     pub(crate) code_page: u64,
     pub(crate) code_hpa: u64,
 }
@@ -55,25 +63,32 @@ impl FastTlb {
             host: [0; WAYS],
             hpa: [0; WAYS],
         };
-        Box::new(FastTlb {
+        let bank = || Bank {
             read: empty(),
             write: empty(),
             fetch: empty(),
+        };
+        Box::new(FastTlb {
+            banks: [bank(), bank()],
             code_page: INVALID,
             code_hpa: 0,
         })
     }
     pub(crate) fn clear(&mut self) {
-        self.read.clear();
-        self.write.clear();
-        self.fetch.clear();
+        for b in self.banks.iter_mut() {
+            b.read.clear();
+            b.write.clear();
+            b.fetch.clear();
+        }
         self.code_page = INVALID;
     }
-    fn set(&mut self, kind: AccessKind) -> &mut PageCache {
+    #[inline(always)]
+    fn set(&mut self, kind: AccessKind, user: bool) -> &mut PageCache {
+        let b = &mut self.banks[user as usize];
         match kind {
-            AccessKind::Read => &mut self.read,
-            AccessKind::Write => &mut self.write,
-            AccessKind::Fetch => &mut self.fetch,
+            AccessKind::Read => &mut b.read,
+            AccessKind::Write => &mut b.write,
+            AccessKind::Fetch => &mut b.fetch,
         }
     }
 }
@@ -175,7 +190,8 @@ impl Vcpu {
         };
         let host = host.as_ptr() as usize;
         if !implicit {
-            let set = self.tlb.set(kind);
+            let user = self.cpl() == 3;
+            let set = self.tlb.set(kind, user);
             let i = ((linear >> 12) as usize) & (WAYS - 1);
             set.tag[i] = linear >> 12;
             set.host[i] = host;
@@ -192,7 +208,8 @@ impl Vcpu {
         linear: u64,
         kind: AccessKind,
     ) -> Step<(u64, usize)> {
-        let set = self.tlb.set(kind);
+        let user = self.cpl() == 3;
+        let set = self.tlb.set(kind, user);
         let i = ((linear >> 12) as usize) & (WAYS - 1);
         if set.tag[i] == linear >> 12 {
             let off = (linear & 0xfff) as usize;

@@ -578,6 +578,17 @@ impl Vcpu {
         }
     }
 
+    /// The CPL changed (RFLAGS may have too: SYSCALL, SYSRET, IRET). The fast path
+    /// switches banks by itself; only EFLAGS.AC (SMAP) and the code-page shortcut
+    /// need attention.
+    #[inline]
+    pub(crate) fn cpl_changed(&mut self, rflags_before: u64) {
+        if (rflags_before ^ self.rflags) & rflags::AC != 0 {
+            self.tlb.clear();
+        }
+        self.tlb.code_page = u64::MAX;
+    }
+
     /// Something the translation fast path depends on changed (CRs, EFER, CPL, AC,
     /// PKRU): drop it. The Mmu's own TLB keeps what the architecture lets it keep.
     #[inline]

@@ -310,3 +310,39 @@ fn iretd_to_ring3_and_int_back_in_protected_mode() {
         "LTR marked the TSS busy"
     );
 }
+
+#[test]
+fn a_supervisor_translation_is_not_reused_at_cpl3() {
+    // The kernel reads a supervisor-only page, SYSRETs to user mode, and the user
+    // reads the same page: #PF (present, user), whatever the kernel cached.
+    let mut m = Machine::new();
+    const PT: u64 = 0x8000;
+    const VA: u64 = 0x4000_0000;
+    m.write_u64(PDPT + 8, 0x9000 | 7);
+    m.write_u64(0x9000, PT | 7);
+    m.write_u64(PT, 0x5_0000 | 3); // P | RW, supervisor
+    const USER: u64 = CODE + 0x1000;
+    m.code64(CODE, |a| {
+        a.mov(rax, qword_ptr(VA))?;
+        a.mov(rcx, USER)?;
+        a.mov(r11d, 0x2)?;
+        a.sysretq()
+    });
+    m.code64(USER, |a| {
+        a.mov(rbx, qword_ptr(VA))?;
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    m.cpu
+        .write_msr(
+            msr::IA32_STAR,
+            ((UCODE32 as u64) << 48) | ((KCODE64 as u64) << 32),
+        )
+        .unwrap();
+    m.cpu.controls.exception_bitmap = 1 << 14;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
+    assert_eq!(exit.interruption_error_code, 0x5, "present, read, user");
+    assert_eq!(exit.qualification, VA);
+    assert_eq!(exit.rip, USER);
+}

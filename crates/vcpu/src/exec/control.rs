@@ -334,7 +334,8 @@ impl Vcpu {
                     seg.access |= access::UNUSABLE;
                 }
             }
-            self.paging_changed();
+            // RFLAGS (and so AC) was loaded by the caller, which handled it.
+            self.cpl_changed(self.rflags);
         }
         Ok(Flow::Jumped)
     }
@@ -485,6 +486,7 @@ impl Vcpu {
         if self.bitness != 64 || self.efer & efer::SCE == 0 {
             return Err(Stop::ud());
         }
+        let before = self.rflags;
         let next = self.rip.wrapping_add(self.cur_len as u64);
         self.gpr[1] = next;
         self.gpr[11] = self.rflags & !rflags::RF;
@@ -494,7 +496,7 @@ impl Vcpu {
         self.rflags = (self.rflags & !(self.msr.sfmask | rflags::RF)) | rflags::FIXED1;
         self.rip = self.msr.lstar;
         self.update_bitness();
-        self.paging_changed();
+        self.cpl_changed(before);
         Ok(Flow::Jumped)
     }
 
@@ -521,10 +523,11 @@ impl Vcpu {
         }
         self.seg[SegReg::Cs as usize] = cs;
         self.seg[SegReg::Ss as usize] = Segment::flat(base.wrapping_add(8) | 3, false, 3, false);
+        let before = self.rflags;
         self.rflags = (self.gpr[11] & 0x3c_7fd7) | rflags::FIXED1;
         self.rip = target;
         self.update_bitness();
-        self.paging_changed();
+        self.cpl_changed(before);
         Ok(Flow::Jumped)
     }
 }
@@ -542,7 +545,7 @@ impl Vcpu {
         self.seg[SegReg::Cs as usize] = Segment::flat(cs_sel, true, 0, long);
         self.seg[SegReg::Ss as usize] = Segment::flat(cs_sel + 8, false, 0, false);
         self.update_bitness();
-        self.paging_changed();
+        self.cpl_changed(self.rflags);
         self.rip = if long {
             self.msr.sysenter_eip
         } else {
@@ -582,7 +585,7 @@ impl Vcpu {
         self.rip = self.gpr[2] & mask;
         self.gpr[4] = self.gpr[1] & mask;
         self.update_bitness();
-        self.paging_changed();
+        self.cpl_changed(self.rflags);
         Ok(Flow::Jumped)
     }
 }
