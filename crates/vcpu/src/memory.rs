@@ -82,6 +82,13 @@ impl FastTlb {
         }
         self.code_page = INVALID;
     }
+    /// Drops the write translations only (CR0.WP changed: reads and fetches keep
+    /// their rights).
+    pub(crate) fn clear_writes(&mut self) {
+        for b in self.banks.iter_mut() {
+            b.write.clear();
+        }
+    }
     #[inline(always)]
     fn set(&mut self, kind: AccessKind, user: bool) -> &mut PageCache {
         let b = &mut self.banks[user as usize];

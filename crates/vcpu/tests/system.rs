@@ -346,3 +346,32 @@ fn a_supervisor_translation_is_not_reused_at_cpl3() {
     assert_eq!(exit.qualification, VA);
     assert_eq!(exit.rip, USER);
 }
+
+#[test]
+fn setting_cr0_wp_revokes_cached_supervisor_writes_to_read_only_pages() {
+    let mut m = Machine::new();
+    const PT: u64 = 0x8000;
+    const VA: u64 = 0x4000_0000;
+    m.write_u64(PDPT + 8, 0x9000 | 7);
+    m.write_u64(0x9000, PT | 7);
+    m.write_u64(PT, 0x5_0000 | 1); // present, read-only
+    m.code64(CODE, |a| {
+        a.mov(qword_ptr(VA), 1)?; // WP = 0: allowed for the supervisor
+        a.mov(rax, cr0)?;
+        a.or(eax, 1 << 16)?;
+        a.mov(cr0, rax)?;
+        a.mov(qword_ptr(VA), 2)?; // WP = 1: #PF
+        a.hlt()
+    });
+    m.long_mode(CODE);
+    let (c0, c3, c4, e) = (m.cpu.cr0(), m.cpu.cr3(), m.cpu.cr4(), m.cpu.efer());
+    m.cpu.set_control_registers(c0 & !vcpu::cr0::WP, c3, c4, e);
+    m.cpu.controls.exception_bitmap = 1 << 14;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::ExceptionOrNmi, "{exit:?}");
+    assert_eq!(
+        exit.interruption_error_code, 0x3,
+        "present, write, supervisor"
+    );
+    assert_eq!(m.read_u64(0x5_0000), 1);
+}

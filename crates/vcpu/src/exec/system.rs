@@ -229,7 +229,16 @@ impl Vcpu {
         let after = self.paging_ctx();
         self.mmu.on_cr0_cr4_write(&before, &after);
         self.update_bitness();
-        self.paging_changed();
+        // Only PE/PG (the paging mode), LMA and the PDPTEs change translations; WP
+        // only the rights of writes; TS/MP/EM/NE/CD/NW/AM none the engine caches.
+        if (old ^ value) & (cr0::PG | cr0::PE) != 0
+            || self.efer != old_efer
+            || after.pdptes != before.pdptes
+        {
+            self.paging_changed();
+        } else if (old ^ value) & cr0::WP != 0 {
+            self.tlb.clear_writes();
+        }
         Ok(())
     }
 
@@ -292,7 +301,18 @@ impl Vcpu {
         }
         let after = self.paging_ctx();
         self.mmu.on_cr0_cr4_write(&before, &after);
-        self.paging_changed();
+        // Bits that change how (or whether) a linear address translates.
+        const PAGING: u64 = cr4::PSE
+            | cr4::PAE
+            | cr4::PGE
+            | cr4::PCIDE
+            | cr4::SMEP
+            | cr4::SMAP
+            | cr4::PKE
+            | cr4::LA57;
+        if (old ^ value) & PAGING != 0 || after.pdptes != before.pdptes {
+            self.paging_changed();
+        }
         Ok(())
     }
 
