@@ -135,7 +135,8 @@ impl NxPolicy {
 pub struct NxFault {
     /// The mitigation applies to the VM (`is_nx_huge_page_enabled`).
     pub mitigation: bool,
-    /// The fault is an instruction fetch under the mitigation: it maps 4K.
+    /// The fault is an instruction fetch under the mitigation
+    /// (`huge_page_disallowed`): it maps 4K, and every table it links is marked.
     pub disallowed: bool,
     /// The level the memory map would allow, ignoring the fetch.
     pub req_level: u8,

@@ -81,7 +81,7 @@ impl Vm {
         let mitigation = self.nx_huge_pages_apply(mmu);
         let nx = NxFault {
             mitigation,
-            disallowed: access & pfec::FETCH != 0 && !huge_page_may_execute(mmu, self, req_level),
+            disallowed: access & pfec::FETCH != 0 && mitigation,
             req_level,
         };
         let goal = if nx.disallowed { 1 } else { req_level };
@@ -272,7 +272,11 @@ impl Vm {
                         }
                     };
                     mmu.link(table, index, c);
-                    mmu.account_nx(c, level, nx);
+                    // Only the direct part of the path is accounted (`FNAME(fetch)`):
+                    // an indirect table shadows a guest table, never a huge page.
+                    if role.direct() {
+                        mmu.account_nx(c, level, nx);
+                    }
                     c
                 }
             };

@@ -115,7 +115,8 @@ impl Vm {
         let mitigation = self.nx_huge_pages_apply(mmu);
         let nx = NxFault {
             mitigation,
-            disallowed: fetch && !huge_page_may_execute(mmu, self, req_level),
+            // `huge_page_disallowed`: no huge page this fault maps may execute.
+            disallowed: fetch && mitigation,
             req_level,
         };
         let mut goal = if nx.disallowed { 1 } else { req_level };
