@@ -49,6 +49,8 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, String> {
             NxHugePagesArg::Never => NxHugePages::Never,
         },
         grant_nx_huge_page_control: args.grant.contains(&GrantArg::NxHugePageControl),
+        nx_recovery_ratio: args.nx_recovery_ratio,
+        nx_recovery_period_ms: args.nx_recovery_period_ms,
     })
 }
 

@@ -86,6 +86,14 @@ pub struct RunArgs {
     /// The system-wide NX-huge-page mitigation mode.
     #[arg(long = "nx-huge-pages", value_enum, default_value = "auto")]
     pub nx_huge_pages: NxHugePagesArg,
+    /// NX-huge-page recovery: each period zaps ceil(splits / ratio) split pages so
+    /// they can be huge again; 0 disables recovery (default: the mmu-server's, 60).
+    #[arg(long = "nx-recovery-ratio")]
+    pub nx_recovery_ratio: Option<u32>,
+    /// NX-huge-page recovery period in milliseconds (default, or 0: derived from the
+    /// ratio, 60 s for ratio 60).
+    #[arg(long = "nx-recovery-period-ms")]
+    pub nx_recovery_period_ms: Option<u64>,
     /// Capabilities granted to the VM.
     #[arg(long, value_enum)]
     pub grant: Vec<GrantArg>,

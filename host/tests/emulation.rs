@@ -6,7 +6,7 @@
 //! print what QEMU printed (`fixtures/ptemu.qemu.txt`) and exit with its status.
 
 use capvisor::ipc::MmuMode;
-use capvisor::runtime::{self, CapturingHost, NxHugePages, RunConfig, RunResult};
+use capvisor::runtime::{self, CapturingHost, RunConfig, RunResult};
 use capvisor::vmm_server::{VmConfig, VmOutcome};
 
 const IMAGE: &[u8] = include_bytes!("fixtures/ptemu.elf");
@@ -16,14 +16,10 @@ fn run(mode: MmuMode) -> (RunResult, String) {
     let mut vm = VmConfig::new(mode);
     vm.max_instructions = Some(10_000_000);
     let cfg = RunConfig {
-        image: IMAGE.to_vec(),
-        kernel_name: "ptemu.elf".into(),
         append: String::new(),
-        vm,
         mem: 64 << 20,
         pool: 4 << 20,
-        nx_huge_pages: NxHugePages::Auto,
-        grant_nx_huge_page_control: false,
+        ..RunConfig::new(IMAGE.to_vec(), "ptemu.elf", vm)
     };
     let mut host = CapturingHost::default();
     let r = runtime::run(&cfg, &mut host).expect("ptemu starts");

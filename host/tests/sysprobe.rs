@@ -10,7 +10,7 @@
 //! reserved CR4 bit): there capvisor follows the SDM (and KVM).
 
 use capvisor::ipc::MmuMode;
-use capvisor::runtime::{self, CapturingHost, NxHugePages, RunConfig};
+use capvisor::runtime::{self, CapturingHost, RunConfig};
 use capvisor::vmm_server::{VmConfig, VmOutcome};
 
 const IMAGE: &[u8] = include_bytes!("fixtures/sysprobe.elf");
@@ -20,14 +20,10 @@ fn run(mode: MmuMode, append: &str) -> String {
     let mut vm = VmConfig::new(mode);
     vm.max_instructions = Some(10_000_000);
     let cfg = RunConfig {
-        image: IMAGE.to_vec(),
-        kernel_name: "sysprobe.elf".into(),
         append: append.into(),
-        vm,
         mem: 32 << 20,
         pool: 2 << 20,
-        nx_huge_pages: NxHugePages::Auto,
-        grant_nx_huge_page_control: false,
+        ..RunConfig::new(IMAGE.to_vec(), "sysprobe.elf", vm)
     };
     let mut host = CapturingHost::default();
     let r = runtime::run(&cfg, &mut host).expect("sysprobe starts");
@@ -71,14 +67,10 @@ fn an_unimplemented_instruction_stops_the_vm_naming_it() {
         let mut vm = VmConfig::new(mode);
         vm.max_instructions = Some(10_000_000);
         let cfg = RunConfig {
-            image: IMAGE.to_vec(),
-            kernel_name: "sysprobe.elf".into(),
             append: "x87".into(),
-            vm,
             mem: 32 << 20,
             pool: 2 << 20,
-            nx_huge_pages: NxHugePages::Auto,
-            grant_nx_huge_page_control: false,
+            ..RunConfig::new(IMAGE.to_vec(), "sysprobe.elf", vm)
         };
         let mut host = CapturingHost::default();
         let r = runtime::run(&cfg, &mut host).expect("sysprobe starts");

@@ -7,7 +7,7 @@
 //! Needs `make guests` (make test does it).
 
 use capvisor::ipc::MmuMode;
-use capvisor::runtime::{self, CapturingHost, NxHugePages, RunConfig, RunError, RunResult};
+use capvisor::runtime::{self, CapturingHost, RunConfig, RunError, RunResult};
 use capvisor::vmm_server::loader::LoadError;
 use capvisor::vmm_server::{StopReason, VmConfig, VmError, VmOutcome};
 use capvisor_tests::guests::{self, GuestCase};
@@ -23,14 +23,14 @@ fn config(image: &Path, cmdline: &str, mode: MmuMode) -> RunConfig {
     let mut vm = VmConfig::new(mode);
     vm.max_instructions = Some(MAX_INSTRUCTIONS);
     RunConfig {
-        image: std::fs::read(image).expect("guest image readable"),
-        kernel_name: image.to_string_lossy().into_owned(),
         append: cmdline.to_string(),
-        vm,
         mem: 128 << 20,
         pool: 16 << 20,
-        nx_huge_pages: NxHugePages::Auto,
-        grant_nx_huge_page_control: false,
+        ..RunConfig::new(
+            std::fs::read(image).expect("guest image readable"),
+            image.to_string_lossy().into_owned(),
+            vm,
+        )
     }
 }
 

@@ -12,7 +12,7 @@
 //! writes, whatever their number.
 
 use capvisor::ipc::MmuMode;
-use capvisor::runtime::{self, CapturingHost, NxHugePages, RunConfig, RunResult};
+use capvisor::runtime::{self, CapturingHost, RunConfig, RunResult};
 use capvisor::vmm_server::{Cr0WpPolicy, VmConfig, VmOutcome};
 use capvisor_tests::guests;
 
@@ -30,14 +30,14 @@ fn kernexec_in(mode: MmuMode, iters: u64, wp: Cr0WpPolicy, root_reuse: bool) -> 
     vm.root_reuse = root_reuse;
     vm.max_instructions = Some(500_000_000);
     let cfg = RunConfig {
-        image: std::fs::read(&image).unwrap(),
-        kernel_name: image.to_string_lossy().into_owned(),
         append: format!("iters={iters} ws=4"),
-        vm,
         mem: 128 << 20,
         pool: 16 << 20,
-        nx_huge_pages: NxHugePages::Auto,
-        grant_nx_huge_page_control: false,
+        ..RunConfig::new(
+            std::fs::read(&image).unwrap(),
+            image.to_string_lossy().into_owned(),
+            vm,
+        )
     };
     let mut host = CapturingHost::default();
     let r = runtime::run(&cfg, &mut host).expect("kernexec starts");
@@ -115,14 +115,14 @@ fn hugeexec_checkpoints_record_the_mmu_statistics_at_each_step() {
         let mut vm = VmConfig::new(mode);
         vm.max_instructions = Some(500_000_000);
         let cfg = RunConfig {
-            image: std::fs::read(&image).unwrap(),
-            kernel_name: image.to_string_lossy().into_owned(),
             append: String::new(),
-            vm,
             mem: 128 << 20,
             pool: 16 << 20,
-            nx_huge_pages: NxHugePages::Auto,
-            grant_nx_huge_page_control: false,
+            ..RunConfig::new(
+                std::fs::read(&image).unwrap(),
+                image.to_string_lossy().into_owned(),
+                vm,
+            )
         };
         let mut host = CapturingHost::default();
         let r = runtime::run(&cfg, &mut host).expect("hugeexec starts");

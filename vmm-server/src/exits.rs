@@ -245,7 +245,17 @@ fn io_effect<T: Transport>(vm: &mut Vm<T>, effect: IoEffect, host: &mut impl VmH
         IoEffect::None => {}
         IoEffect::Exit { status } => return Ok(Next::Exit(status)),
         IoEffect::Checkpoint { step } => vm.record_checkpoint(step, host),
-        IoEffect::WaitHint { ms } => host.wait(ms),
+        IoEffect::WaitHint { ms } => {
+            host.wait(ms);
+            // While the guest sat, work outside its requests (NX-huge-page recovery, a
+            // mode change) may have zapped what its TLB holds or its root: pick up the
+            // root and the flushes left pending.
+            let reply = vm.mmu.call(&ipc::SyncMmu {}).map_err(|e| StopReason::Mmu {
+                request: e.request,
+                error: e.error,
+            })?;
+            vm.apply_root(reply.root_hpa, reply.root_level, reply.flush, None)?;
+        }
     }
     Ok(Next::Resume)
 }

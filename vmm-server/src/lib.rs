@@ -24,4 +24,4 @@ pub mod vm;
 pub use config::{Cr0WpPolicy, VmConfig};
 pub use iced_x86;
 pub use outcome::{Failure, StopReason, VmOutcome};
-pub use vm::{Vm, VmError, VmHost};
+pub use vm::{Capabilities, Vm, VmError, VmHost};

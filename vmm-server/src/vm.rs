@@ -64,6 +64,15 @@ impl From<MmuCallError> for VmError {
     }
 }
 
+/// Capabilities a VM may hold besides its channel to the mmu-server (on seL4: badged
+/// endpoint capabilities the root task minted for it; on the host: mailboxes the
+/// runtime created with those badges).
+pub struct Capabilities<T: Transport> {
+    /// `NxHugePageControl`: the right to disable the NX-huge-page mitigation for this
+    /// VM (a channel whose badge carries `ipc::badge::NX_HUGE_PAGE_CONTROL`).
+    pub nx_huge_page_control: Option<T>,
+}
+
 /// The root the vCPU runs on (from the last `RootReply` / `FaultReply`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Root {
@@ -106,8 +115,26 @@ pub struct Vm<T: Transport> {
 impl<T: Transport> Vm<T> {
     /// Creates the VM's MMU state (`CreateVm`, one RAM slot covering `ram`), makes the
     /// NX-huge-page request when configured, then creates the vCPU (`VcpuCreated`:
-    /// per-VM policy is frozen from here on).
+    /// per-VM policy is frozen from here on). The VM holds no capability beyond its
+    /// channel to the mmu-server; see [`Vm::with_capabilities`].
     pub fn new(cfg: VmConfig, transport: T, ram: PhysRam) -> Result<Vm<T>, VmError> {
+        Self::with_capabilities(
+            cfg,
+            transport,
+            Capabilities {
+                nx_huge_page_control: None,
+            },
+            ram,
+        )
+    }
+
+    /// [`Vm::new`] for a VM that may hold more capabilities than its mmu-server channel.
+    pub fn with_capabilities(
+        cfg: VmConfig,
+        transport: T,
+        caps: Capabilities<T>,
+        ram: PhysRam,
+    ) -> Result<Vm<T>, VmError> {
         cfg.validate().map_err(VmError::Config)?;
         let mut mmu = MmuClient::new(transport);
         mmu.call(&ipc::CreateVm {
@@ -123,16 +150,27 @@ impl<T: Transport> Vm<T> {
             kind: ipc::SlotKind::Ram as u32,
             reserved: 0,
         })?;
-        // An invocation of the NxHugePageControl capability. Refusals are reported to
-        // the user (`nx_disable_result`), and the VM goes on with the mitigation.
-        let nx_disable = cfg.disable_nx_huge_pages.then(|| {
-            mmu.call(&ipc::DisableNxHugePages {
-                flags: 0,
-                reserved: 0,
-                arg: 0,
-            })
-            .map(|_| ())
-        });
+        // An invocation of the NxHugePageControl capability, before the vCPU exists.
+        // A VM that does not hold it asks through its ordinary channel, whose badge
+        // lacks the capability, and the mmu-server refuses (PermissionDenied) in the
+        // order the issue fixes. Refusals are reported to the user
+        // (`nx_disable_result`), and the VM goes on with the mitigation.
+        let request = ipc::DisableNxHugePages {
+            flags: 0,
+            reserved: 0,
+            arg: 0,
+        };
+        let nx_disable = cfg
+            .disable_nx_huge_pages
+            .then(|| match caps.nx_huge_page_control {
+                Some(cap) => {
+                    let mut cap = MmuClient::new(cap);
+                    let result = cap.call(&request).map(|_| ());
+                    mmu.add_calls(cap.calls());
+                    result
+                }
+                None => mmu.call(&request).map(|_| ()),
+            });
         let cpu = Vcpu::new();
         mmu.call(&ipc::VcpuCreated {})?;
         Ok(Vm {
