@@ -26,4 +26,6 @@ pub use controls::{EventInjection, VmControls};
 pub use exit::{ExitReason, UnimplementedInsn, VmExit};
 pub use msr::MsrError;
 pub use regs::{DescriptorTable, Gpr, SegReg, Segment};
-pub use vcpu::{cr0, cr4, efer, interruptibility, vector, Exception, GuestAccessError, MsrState, Stats, Vcpu};
+pub use vcpu::{
+    cr0, cr4, efer, interruptibility, vector, Exception, GuestAccessError, MsrState, Stats, Vcpu,
+};
