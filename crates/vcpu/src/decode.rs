@@ -201,10 +201,14 @@ impl DecodeCache {
 
     /// The VMM wrote guest memory in `[hpa, hpa + len)` behind the vCPU's back.
     pub(crate) fn note_write_range(&mut self, hpa: u64, len: u64) {
+        let end = hpa.saturating_add(len);
         let mut p = hpa & !0xfff;
-        while p < hpa + len {
+        while p < end {
             self.note_write(p);
-            p += 0x1000;
+            match p.checked_add(0x1000) {
+                Some(n) => p = n,
+                None => break,
+            }
         }
     }
 
