@@ -51,6 +51,7 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, String> {
         grant_nx_huge_page_control: args.grant.contains(&GrantArg::NxHugePageControl),
         nx_recovery_ratio: args.nx_recovery_ratio,
         nx_recovery_period_ms: args.nx_recovery_period_ms,
+        nx_control_after_vcpu: Vec::new(),
     })
 }
 

@@ -61,6 +61,10 @@ pub struct RunConfig {
     /// NX-huge-page recovery period in milliseconds (`None` or 0: derived from the
     /// ratio, 60 s for the default ratio).
     pub nx_recovery_period_ms: Option<u64>,
+    /// Invocations of the `NxHugePageControl` capability made once the vCPU exists,
+    /// before the guest runs (to exercise the capability's error order; the CLI makes
+    /// none). Their results are in [`RunResult::nx_control_after_vcpu`].
+    pub nx_control_after_vcpu: Vec<ipc::DisableNxHugePages>,
 }
 
 impl RunConfig {
@@ -78,6 +82,7 @@ impl RunConfig {
             grant_nx_huge_page_control: false,
             nx_recovery_ratio: None,
             nx_recovery_period_ms: None,
+            nx_control_after_vcpu: Vec::new(),
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct RunResult {
     pub kernel: LoadedKernel,
     /// The answer to `--disable-nx-huge-pages`, if it was asked.
     pub nx_disable: Option<Result<(), MmuCallError>>,
+    /// The answers to [`RunConfig::nx_control_after_vcpu`], in order.
+    pub nx_control_after_vcpu: Vec<Result<(), ipc::Error>>,
 }
 
 /// Why a run could not start.
@@ -303,6 +310,11 @@ fn run_vmm(
         nx_huge_page_control: nx_cap,
     };
     let mut vm = Vm::with_capabilities(cfg.vm, client, caps, ram).map_err(RunError::Vm)?;
+    let nx_control_after_vcpu = cfg
+        .nx_control_after_vcpu
+        .iter()
+        .map(|req| vm.invoke_nx_huge_page_control(req).map_err(|e| e.error))
+        .collect();
     let kernel = vm
         .load(
             &cfg.image,
@@ -320,6 +332,7 @@ fn run_vmm(
         checkpoints: vm.checkpoints().to_vec(),
         kernel,
         nx_disable: vm.nx_disable_result(),
+        nx_control_after_vcpu,
     })
 }
 

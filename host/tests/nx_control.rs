@@ -89,3 +89,43 @@ fn the_recovery_timer_ticks() {
         assert!(r.stats.mmu.nx_recovered >= 1, "{mode:?}: {:?}", r.stats.mmu);
     }
 }
+
+/// Every error of the capability invocation, in the order the issue fixes, through the
+/// host runtime: flags, then the capability, then the argument, then the vCPU.
+#[test]
+fn the_capability_invocation_checks_in_order() {
+    use capvisor::ipc::DisableNxHugePages;
+    let req = |flags, arg| DisableNxHugePages {
+        flags,
+        reserved: 0,
+        arg,
+    };
+    let image = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/guests/hello.elf");
+    let bytes = std::fs::read(&image).expect("build/guests/hello.elf: run `make guests`");
+    for granted in [false, true] {
+        let cfg = RunConfig {
+            grant_nx_huge_page_control: granted,
+            nx_control_after_vcpu: vec![req(1, 0), req(0, 0), req(0, 1), req(1, 1)],
+            ..RunConfig::new(bytes.clone(), "hello.elf", VmConfig::new(MmuMode::Tdp))
+        };
+        let r = runtime::run(&cfg, &mut CapturingHost::default()).expect("hello starts");
+        assert_eq!(r.outcome, VmOutcome::Exited { status: 1 }, "the VM goes on");
+        let want = if granted {
+            // Flags first; then, holding the capability: the argument, then the vCPU.
+            vec![
+                Err(Error::InvalidArgument),
+                Err(Error::InvalidArgument),
+                Err(Error::InvalidArgument),
+                Err(Error::InvalidArgument),
+            ]
+        } else {
+            vec![
+                Err(Error::InvalidArgument),
+                Err(Error::PermissionDenied),
+                Err(Error::PermissionDenied),
+                Err(Error::InvalidArgument),
+            ]
+        };
+        assert_eq!(r.nx_control_after_vcpu, want, "granted: {granted}");
+    }
+}

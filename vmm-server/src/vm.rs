@@ -110,6 +110,24 @@ pub struct Vm<T: Transport> {
     /// The CR3 the mmu-server was last told (see [`Vm::sync_mmu_cr3`]).
     pub(crate) mmu_cr3: u64,
     nx_disable: Option<Result<(), MmuCallError>>,
+    /// The `NxHugePageControl` capability, if the VM holds it.
+    nx_cap: Option<MmuClient<T>>,
+}
+
+fn invoke_nx_control<T: Transport>(
+    mmu: &mut MmuClient<T>,
+    cap: Option<&mut MmuClient<T>>,
+    request: &ipc::DisableNxHugePages,
+) -> Result<(), MmuCallError> {
+    match cap {
+        Some(cap) => {
+            let before = cap.calls();
+            let result = cap.call(request).map(|_| ());
+            mmu.add_calls(cap.calls() - before);
+            result
+        }
+        None => mmu.call(request).map(|_| ()),
+    }
 }
 
 impl<T: Transport> Vm<T> {
@@ -150,27 +168,21 @@ impl<T: Transport> Vm<T> {
             kind: ipc::SlotKind::Ram as u32,
             reserved: 0,
         })?;
+        let mut nx_cap = caps.nx_huge_page_control.map(MmuClient::new);
         // An invocation of the NxHugePageControl capability, before the vCPU exists.
-        // A VM that does not hold it asks through its ordinary channel, whose badge
-        // lacks the capability, and the mmu-server refuses (PermissionDenied) in the
-        // order the issue fixes. Refusals are reported to the user
-        // (`nx_disable_result`), and the VM goes on with the mitigation.
-        let request = ipc::DisableNxHugePages {
-            flags: 0,
-            reserved: 0,
-            arg: 0,
-        };
-        let nx_disable = cfg
-            .disable_nx_huge_pages
-            .then(|| match caps.nx_huge_page_control {
-                Some(cap) => {
-                    let mut cap = MmuClient::new(cap);
-                    let result = cap.call(&request).map(|_| ());
-                    mmu.add_calls(cap.calls());
-                    result
-                }
-                None => mmu.call(&request).map(|_| ()),
-            });
+        // Refusals are reported to the user (`nx_disable_result`), and the VM goes on
+        // with the mitigation.
+        let nx_disable = cfg.disable_nx_huge_pages.then(|| {
+            invoke_nx_control(
+                &mut mmu,
+                nx_cap.as_mut(),
+                &ipc::DisableNxHugePages {
+                    flags: 0,
+                    reserved: 0,
+                    arg: 0,
+                },
+            )
+        });
         let cpu = Vcpu::new();
         mmu.call(&ipc::VcpuCreated {})?;
         Ok(Vm {
@@ -188,7 +200,20 @@ impl<T: Transport> Vm<T> {
             mmu_cr3: 0,
             paging_dirty: true,
             nx_disable,
+            nx_cap,
         })
+    }
+
+    /// Invokes the `NxHugePageControl` capability with `request` (any flags and
+    /// argument, at any time: the mmu-server checks them in the issue's order). A VM
+    /// that does not hold the capability can only ask through its ordinary channel,
+    /// whose badge lacks it, so the mmu-server answers `PermissionDenied` (after the
+    /// flags check), as seL4 would refuse an invocation of a capability it lacks.
+    pub fn invoke_nx_huge_page_control(
+        &mut self,
+        request: &ipc::DisableNxHugePages,
+    ) -> Result<(), MmuCallError> {
+        invoke_nx_control(&mut self.mmu, self.nx_cap.as_mut(), request)
     }
 
     /// The result of the `--disable-nx-huge-pages` request, if one was made.
