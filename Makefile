@@ -60,8 +60,8 @@ sel4-image: kernel root-task sel4-system
 # build/pd/<elf>.elf; each spec of SYSTEM_SPECS (root-task/specs/<name>.toml) becomes
 # build/specs/<name>.capdl.bin and a root task build/system-<name>.elf.
 .PHONY: sel4-pds sel4-specs sel4-system
-SEL4_PDS := uart timer mmu_server test_ticks test_client test_vmm
-SYSTEM_SPECS := system-test fault-test too-big-test mmu-test
+SEL4_PDS := uart timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
+SYSTEM_SPECS := system-test fault-test too-big-test mmu-test restart-test
 SEL4_PD_TARGET_DIR := $(ROOT_TASK_TARGET_DIR)/qemu-tcg
 sel4-pds: deps
 	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) -p uart-pd -p timer-pd -p mmu-server-pd -p capvisor-test-pds

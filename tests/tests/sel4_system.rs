@@ -8,7 +8,8 @@
 //!   and the client ends QEMU through the debug-exit ports its VM was granted;
 //! - the supervisor: a PD that faults is reported with the fault and its registers;
 //! - a spec that needs more memory than the machine has is a message, not a hang;
-//! - the mmu-server PD answers two clients over seL4 IPC, each confined to its badge.
+//! - the mmu-server PD answers two clients over seL4 IPC, each confined to its badge;
+//! - the supervisor restarts a faulting mmu-server and the VM goes on.
 
 use capvisor_tests::{artefact, run_qemu, QemuRun};
 use std::io::{BufRead, BufReader};
@@ -253,7 +254,7 @@ fn the_mmu_server_pd_serves_two_badged_clients_over_sel4_ipc() {
         &run.serial,
         &[
             // The pool (2M = 512 frames) and both VMs' RAM, from the boot parameters.
-            "[INFO  mmu_server] mmu-server: pool of 512 frames at hpa 0x",
+            "[INFO  mmu_server_pd] mmu-server: pool of 512 frames at hpa 0x",
             ", 2 VM(s) mapped, serving",
         ],
     );
@@ -266,9 +267,8 @@ fn the_mmu_server_pd_serves_two_badged_clients_over_sel4_ipc() {
             "[INFO  test_vmm] test-vmm 3: the EPT in the shared pool maps gpa 0x5000 to hpa 0x",
             " = RAM + 0x5000",
             "[INFO  test_vmm] test-vmm 3: stats: roots allocated 1, page faults fixed 1, sptes created 1",
-            // Granted NxHugePageControl: the capability check passes (the server itself
-            // does not implement the request yet).
-            "[INFO  test_vmm] test-vmm 3: DisableNxHugePages through the granted capability: Err(NotSupported)",
+            // Granted NxHugePageControl: the server accepts the invocation.
+            "[INFO  test_vmm] test-vmm 3: DisableNxHugePages through the granted capability: Ok(",
         ],
     );
     assert_in_order(
@@ -277,13 +277,55 @@ fn the_mmu_server_pd_serves_two_badged_clients_over_sel4_ipc() {
             // VM 4 asks only after VM 3 exists, and its badge names no VM: isolation.
             "[INFO  test_vmm] test-vmm 3: created VM",
             "[INFO  test_vmm] test-vmm 4: GetStats before CreateVm: Err(NoSuchVm)",
-            "[INFO  test_vmm] test-vmm 4: DisableNxHugePages without the capability: Err(PermissionDenied)",
+            "[INFO  test_vmm] test-vmm 4: DisableNxHugePages of its own VM without the capability: Err(PermissionDenied)",
             "[INFO  test_vmm] test-vmm 4: own VM created, stats: roots allocated 0, page faults fixed 0",
             "[INFO  test_vmm] test-vmm 4: done, exiting QEMU",
         ],
     );
     assert!(!run.serial.contains("FAILED"), "{}", run.serial);
     assert!(!run.serial.contains("faulted"), "{}", run.serial);
+    assert_eq!(
+        run.status,
+        Some(PASS_STATUS),
+        "exit status; serial:\n{}",
+        run.serial
+    );
+}
+
+/// A fault injected into the mmu-server (a test-only build of it, named by the test
+/// spec) kills it in the middle of a call; the supervisor restarts it and the VM goes
+/// on: the interrupted call gets an error instead of blocking forever, and the
+/// vmm-server stand-in re-creates its MMU state, which maps the same guest RAM.
+#[test]
+fn the_supervisor_restarts_the_mmu_server_and_the_vm_goes_on() {
+    let run = boot("restart-test");
+    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
+    assert_in_order(
+        &run.serial,
+        &[
+            "started PD mmu_server (mmu_server_faulty)",
+            "[ERROR mmu_server_pd] mmu-server: injected fault on TdpFault from VM 5",
+            // ud2: user exception 6 (#UD).
+            "supervisor: PD mmu_server (mmu_server_faulty) faulted: user exception 6",
+            "supervisor: mmu_server registers: rip 0x4",
+            "supervisor: restarted PD mmu_server (restart 1 of at most 3)",
+            "[INFO  mmu_server_pd] mmu-server: pool of 512 frames",
+            "[INFO  mmu_server_pd] mmu-server: restarted (1), answering the interrupted call",
+            "[INFO  test_vmm] test-vmm 5: TdpFault: Err(Transport): the mmu-server died serving it",
+            "[INFO  test_vmm] test-vmm 5: GetStats after the restart: Err(NoSuchVm)",
+            "[INFO  test_vmm] test-vmm 5: re-created its MMU state; the new EPT maps gpa 0x5000 to RAM + 0x5000",
+            "[INFO  test_vmm] test-vmm 5: guest RAM marker after the restart: 0x5eed0f7e57",
+            "[INFO  test_vmm] test-vmm 5: done, exiting QEMU",
+        ],
+    );
+    // Injected once: the restarted server does not die again.
+    assert_eq!(
+        run.serial.matches("injected fault").count(),
+        1,
+        "{}",
+        run.serial
+    );
+    assert!(!run.serial.contains("FAILED"), "{}", run.serial);
     assert_eq!(
         run.status,
         Some(PASS_STATUS),

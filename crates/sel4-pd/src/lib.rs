@@ -3,7 +3,8 @@
 //!
 //! What a PD finds when its first instruction runs (the root task sets it up from the
 //! spec, see `capdl_spec::layout` and `capdl_spec::slot`):
-//! - rsp = the top of its stack (`layout::STACK_TOP`), rip = its ELF entry;
+//! - rsp = the top of its stack (`layout::STACK_TOP`), rip = its ELF entry, rdi = how
+//!   many times the supervisor restarted it ([`restarts`]);
 //! - its IPC buffer mapped at `layout::IPC_BUFFER_VADDR`, and the kernel pointing GS at it;
 //! - its capabilities in the slots of `capdl_spec::slot` of a single-level CNode whose
 //!   guard makes a slot number a whole CPtr;
@@ -30,6 +31,14 @@ mod runtime;
 pub use capdl_spec::boot::BootParams;
 pub use capdl_spec::slot;
 pub use capdl_spec::{self, badge, layout, PdKind, TimerKind};
+
+static RESTARTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many times the supervisor restarted this PD (0 on its first start). A restarted
+/// PD starts from a freshly loaded image, so this is all it knows of its past lives.
+pub fn restarts() -> u64 {
+    RESTARTS.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// Names the PD's main function, `fn(&'static BootParams) -> !`.
 #[macro_export]

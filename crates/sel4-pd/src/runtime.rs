@@ -5,7 +5,8 @@ use capdl_spec::layout::{BOOT_PARAMS_VADDR, PAGE_SIZE};
 
 // The root task starts the thread at the ELF entry with rsp = the top of the stack
 // the spec gives it (16-byte aligned, but re-align: the ABI wants rsp % 16 == 0 before
-// the call). rbp = 0 ends backtraces.
+// the call) and rdi = how many times the supervisor restarted this PD, which reaches
+// rust_entry as its first argument. rbp = 0 ends backtraces.
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".global _start",
@@ -22,7 +23,8 @@ extern "Rust" {
     fn __sel4_pd_main(params: &'static BootParams) -> !;
 }
 
-extern "C" fn rust_entry() -> ! {
+extern "C" fn rust_entry(restarts: u64) -> ! {
+    crate::RESTARTS.store(restarts, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: the spec maps the boot-parameter frame read-only at BOOT_PARAMS_VADDR in
     // every PD, and the root task filled it before starting this thread; it never
     // changes afterwards.

@@ -4,15 +4,25 @@
 //! into the boot parameters), builds the `MmuServer` in place in .bss, and then serves
 //! its endpoint with one `seL4_ReplyRecv` loop:
 //!
-//! - a call carries `ipc` request bytes; the badge of the caller's capability names its
-//!   VM (`badge::decode_mmu_badge`). The server sees the VM's ordinary badge whichever
-//!   of its two capabilities was used, so a VM is one VM to it;
-//! - `DisableNxHugePages` is the invocation of the `NxHugePageControl` capability: it is
-//!   refused with `PermissionDenied` unless it came through a capability with the
-//!   `NX_HUGE_PAGE_CONTROL` badge bit, which the root task mints only for granted VMs;
-//! - a signal on the bound notification is the timer PD's NX-huge-page recovery tick.
+//! - a call carries `ipc` request bytes and goes to `MmuServer::handle` with the badge
+//!   of the caller's capability, as the root task minted it: `MMU_CALL | vm id`, plus
+//!   the `NX_HUGE_PAGE_CONTROL` bit on a granted VM's second capability. The server
+//!   names the VM with that bit masked off and reads the bit as holding
+//!   `NxHugePageControl` (`ipc::badge`, the same bit as `capdl_spec::badge`);
+//! - a signal on the bound notification is the timer PD's NX-huge-page recovery tick:
+//!   `MmuServer::recovery_tick`.
+//!
+//! The NX-huge-page mode and recovery settings come from the spec (boot parameters).
+//!
+//! After a restart by the supervisor (`sel4_pd::restarts() > 0`) the server starts
+//! empty; first it answers the call it was serving when it died (its reply capability
+//! survives in its TCB) with `ipc::Error::Transport`, so that caller is not left
+//! blocked; every VM then gets `NoSuchVm` and re-creates its state.
+//!
+//! Two binaries: `mmu_server`, and `mmu_server_faulty` for test specs, which dies on
+//! its first `TdpFault` request of its first life (a fault injected to exercise the
+//! supervisor's restart).
 #![no_std]
-#![no_main]
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -31,8 +41,6 @@ struct Slot(core::cell::UnsafeCell<MaybeUninit<MmuServer>>);
 // SAFETY: this PD has one thread; the slot is borrowed once, in `main`.
 unsafe impl Sync for Slot {}
 static SERVER: Slot = Slot(core::cell::UnsafeCell::new(MaybeUninit::uninit()));
-
-sel4_pd::declare_main!(main);
 
 /// The memory the spec mapped into this PD, as host-physical regions.
 fn phys_map(params: &BootParams) -> Result<PhysMap, physmem::MapError> {
@@ -61,7 +69,12 @@ fn phys_map(params: &BootParams) -> Result<PhysMap, physmem::MapError> {
     Ok(map)
 }
 
-fn main(params: &'static BootParams) -> ! {
+/// A request that kills the server (test builds only), in its first life.
+#[derive(Clone, Copy, Debug)]
+pub struct InjectFault(pub Label);
+
+/// Runs the mmu-server PD.
+pub fn run(params: &'static BootParams, inject: Option<InjectFault>) -> ! {
     sel4_pd::logger::init(sel4_pd::logger::console_sink, log::LevelFilter::Info);
     let phys = match phys_map(params) {
         Ok(m) => m,
@@ -85,15 +98,38 @@ fn main(params: &'static BootParams) -> ! {
             sel4_pd::fault();
         }
     };
+    let mode = nx_mode(params.nx_mode());
+    if let Err(e) = server.set_nx_huge_pages(mode) {
+        error!("mmu-server: NX huge pages mode {mode:?}: {e:?}");
+        sel4_pd::fault();
+    }
+    server.set_nx_recovery(
+        params.nx_recovery_ratio.get(),
+        params.nx_recovery_period_ms.get(),
+    );
     info!(
         "mmu-server: pool of {pool_frames} frames at hpa {:#x}, {} VM(s) mapped, serving",
         params.pool.hpa.get(),
         params.vm_count.get()
     );
-    serve(server)
+    let restarts = sel4_pd::restarts();
+    if restarts > 0 {
+        info!("mmu-server: restarted ({restarts}), answering the interrupted call");
+        let mut reply = [0u8; ipc::MAX_MSG_BYTES];
+        let n = ipc::encode_error_reply(ipc::Error::Transport, &mut reply);
+        let len = sel4_pd::bytes::set_mrs(&reply[..n]);
+        sel4::reply(sel4::MessageInfo::new(
+            sel4_pd::ipc_transport::LABEL_IPC,
+            0,
+            0,
+            len as u64,
+        ));
+    }
+    let inject = inject.filter(|_| restarts == 0);
+    serve(server, inject)
 }
 
-fn serve(server: &mut MmuServer) -> ! {
+fn serve(server: &mut MmuServer, inject: Option<InjectFault>) -> ! {
     let ep = Sel4Server::new(Cap::from_bits(slot::mmu::MMU_EP));
     let is_signal = |b: u64| matches!(decode_mmu_badge(b), MmuCaller::Notification(_));
     let mut req = [0u8; ipc::MAX_MSG_BYTES];
@@ -105,8 +141,9 @@ fn serve(server: &mut MmuServer) -> ! {
             Incoming::Signal { bits } => {
                 if bits & badge::RECOVERY_TICK != 0 {
                     ticks += 1;
-                    if ticks == 1 {
-                        info!("mmu-server: first NX-huge-page recovery tick");
+                    let recovered = server.recovery_tick();
+                    if ticks == 1 || recovered > 0 {
+                        info!("mmu-server: recovery tick {ticks}: {recovered} page(s) recovered");
                     }
                 }
                 // A signal has no caller to answer.
@@ -118,12 +155,14 @@ fn serve(server: &mut MmuServer) -> ! {
                 ipc::encode_error_reply(ipc::Error::Transport, &mut reply)
             }
             Incoming::Request { badge, bytes } => match decode_mmu_badge(badge) {
-                MmuCaller::Vm { vm_id, nx_control } => {
-                    if is_nx_control(bytes) && !nx_control {
-                        ipc::encode_error_reply(ipc::Error::PermissionDenied, &mut reply)
-                    } else {
-                        server.handle(badge::mmu_client(vm_id), bytes, &mut reply)
+                MmuCaller::Vm { vm_id, .. } => {
+                    if let Some(InjectFault(label)) = inject {
+                        if label_of(bytes) == Some(label.code()) {
+                            error!("mmu-server: injected fault on {label:?} from VM {vm_id}");
+                            sel4_pd::fault();
+                        }
                     }
+                    server.handle(badge, bytes, &mut reply)
                 }
                 MmuCaller::Notification(_) => {
                     ipc::encode_error_reply(ipc::Error::Transport, &mut reply)
@@ -134,10 +173,21 @@ fn serve(server: &mut MmuServer) -> ! {
     }
 }
 
-/// The request is an invocation of NxHugePageControl.
-fn is_nx_control(bytes: &[u8]) -> bool {
+/// The spec's NX-huge-page mode as the protocol names it.
+fn nx_mode(m: sel4_pd::capdl_spec::NxMode) -> ipc::NxMode {
+    use sel4_pd::capdl_spec::NxMode as Spec;
+    match m {
+        Spec::Auto => ipc::NxMode::Auto,
+        Spec::On => ipc::NxMode::On,
+        Spec::Off => ipc::NxMode::Off,
+        Spec::Force => ipc::NxMode::Force,
+        Spec::Never => ipc::NxMode::Never,
+    }
+}
+
+/// The label of a request (its first 4 bytes).
+fn label_of(bytes: &[u8]) -> Option<u32> {
     bytes
         .get(..4)
         .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]))
-        == Some(Label::DisableNxHugePages.code())
 }

@@ -44,7 +44,7 @@ fn main(bi: &'static BootInfo) -> ! {
         system::SPEC_PATH
     );
     match start(bi) {
-        Ok(running) => supervisor::run(running.fault_ep, &running.pds),
+        Ok(running) => supervisor::run(running),
         Err(e) => {
             error!("capvisor system: cannot instantiate the spec: {e}");
             fail_exit();

@@ -1,12 +1,18 @@
 //! The supervisor: the root task receives every PD's faults on the fault endpoint
 //! (each PD's fault capability carries its PD index + 1 as badge), logs the PD, the
-//! fault and its registers, and leaves the PD stopped (it is not replied to).
+//! fault and its registers, and then:
+//! - restarts the mmu-server (at most [`MAX_RESTARTS`] times): its state is derived
+//!   (every table can be rebuilt from guest memory and registers, which the
+//!   vmm-servers hold), so a fresh mmu-server loses no VM; the vmm-servers re-create
+//!   their MMU state when it answers `NoSuchVm`;
+//! - leaves any other PD stopped (it is not replied to).
 //!
 //! Fault messages (seL4 5.0.0, libsel4 `shared_types.bf` and the x86_64
 //! `constants.h`): the label is the fault type; a VM fault carries IP, address,
 //! prefetch flag and FSR; a user exception IP, SP, RFLAGS, exception number and code.
 
-use crate::instantiate::Pd;
+use crate::instantiate::Running;
+use capdl_spec::PdKind;
 use log::{error, info};
 use sel4::cap_type::Endpoint;
 use sel4::Cap;
@@ -100,12 +106,18 @@ impl core::fmt::Display for Fault {
     }
 }
 
+/// Restarts of one PD before the supervisor gives up on it.
+pub const MAX_RESTARTS: u64 = 3;
+
 /// Serves the fault endpoint forever.
-pub fn run(fault_ep: Cap<Endpoint>, pds: &[Pd]) -> ! {
+pub fn run(mut running: Running) -> ! {
+    let fault_ep: Cap<Endpoint> = running.fault_ep;
     loop {
         let (msg, badge) = fault_ep.recv();
         let fault = Fault::decode(msg.label());
-        let pd = (badge as usize).checked_sub(1).and_then(|i| pds.get(i));
+        let pd = (badge as usize)
+            .checked_sub(1)
+            .and_then(|i| running.pds.get_mut(i));
         let Some(pd) = pd else {
             error!("supervisor: fault from unknown badge {badge:#x}: {fault}");
             continue;
@@ -128,6 +140,16 @@ pub fn run(fault_ep: Cap<Endpoint>, pds: &[Pd]) -> ! {
             }
             Err(e) => error!("supervisor: TCB_ReadRegisters of {}: {e}", pd.name),
         }
-        info!("supervisor: PD {} stays stopped", pd.name);
+        if pd.kind == PdKind::MmuServer && pd.restarts < MAX_RESTARTS {
+            match running.builder.restart(pd) {
+                Ok(()) => info!(
+                    "supervisor: restarted PD {} (restart {} of at most {MAX_RESTARTS})",
+                    pd.name, pd.restarts
+                ),
+                Err(e) => error!("supervisor: cannot restart {}: {e}", pd.name),
+            }
+        } else {
+            info!("supervisor: PD {} stays stopped", pd.name);
+        }
     }
 }

@@ -7,12 +7,19 @@
 //!   guest-physical page and walks the resulting EPT itself, through the read-only
 //!   mapping of the page-table pool, to check that the leaf maps that page of its RAM;
 //!   reads its statistics; invokes `NxHugePageControl` through the capability the spec
-//!   granted it (the permission check passes; the server does not implement it yet);
+//!   granted it, which succeeds;
 //! - `second`: first asks for statistics before creating a VM: the server has a VM
 //!   (the first client's), but this badge names none, so the answer is `NoSuchVm`;
-//!   then invokes `DisableNxHugePages` through its ordinary capability (it was not
-//!   granted the NxHugePageControl one) and is refused; then creates its own VM, reads
-//!   its statistics, and ends QEMU.
+//!   then creates its own VM, invokes `DisableNxHugePages` for it through its ordinary
+//!   capability (it was not granted the NxHugePageControl one) and is refused; reads
+//!   its statistics, and ends QEMU;
+//! - `restart` (with the `mmu_server_faulty` server, which dies on its first EPT
+//!   violation): writes a marker into its guest RAM, creates its VM and takes an EPT
+//!   violation; the server dies, the supervisor restarts it, and the restarted server
+//!   answers the interrupted call with `Transport`; the VM's MMU state is gone
+//!   (`NoSuchVm`), so the client re-creates it from what it holds (RAM slot, registers)
+//!   and takes the EPT violation again: the new EPT maps the same RAM, where the
+//!   marker still is. Then it ends QEMU.
 #![no_std]
 #![no_main]
 
@@ -22,7 +29,7 @@ use log::{error, info};
 use sel4::cap_type::IoPort;
 use sel4::Cap;
 use sel4_pd::ipc_transport::Sel4Transport;
-use sel4_pd::layout::POOL_VADDR;
+use sel4_pd::layout::{GUEST_RAM_VADDR, POOL_VADDR};
 use sel4_pd::{slot, BootParams};
 
 /// Yields of the second client before it probes the server (see `second`).
@@ -45,13 +52,14 @@ fn main(params: &'static BootParams) -> ! {
     let result = match params.cmdline() {
         "first" => first(params, id, mmu),
         "second" => second(id, mmu),
+        "restart" => restart(params, id, mmu),
         other => {
             error!("test-vmm: unknown part {other:?}");
             Err("command line")
         }
     };
     match result {
-        Ok(()) if params.cmdline() == "second" => {
+        Ok(()) if params.cmdline() != "first" => {
             info!("test-vmm {id}: done, exiting QEMU");
             if let Err(e) = EXIT_PORTS.ioport_out32(0xf4, EXIT_PASS) {
                 error!("test-vmm {id}: isa-debug-exit: {e}");
@@ -155,7 +163,7 @@ fn first(params: &BootParams, id: u16, mut mmu: Sel4Transport) -> Result<(), &'s
         },
     );
     info!("test-vmm {id}: DisableNxHugePages through the granted capability: {r:?}");
-    if r == Err(Error::PermissionDenied) {
+    if r.is_err() {
         return Err("NxHugePageControl grant");
     }
     Ok(())
@@ -174,18 +182,6 @@ fn second(id: u16, mut mmu: Sel4Transport) -> Result<(), &'static str> {
     if r.err() != Some(Error::NoSuchVm) {
         return Err("badge isolation");
     }
-    let r = call(
-        &mut mmu,
-        &ipc::DisableNxHugePages {
-            flags: 0,
-            reserved: 0,
-            arg: 0,
-        },
-    );
-    info!("test-vmm {id}: DisableNxHugePages without the capability: {r:?}");
-    if r.err() != Some(Error::PermissionDenied) {
-        return Err("NxHugePageControl denial");
-    }
     call(
         &mut mmu,
         &ipc::CreateVm {
@@ -196,11 +192,94 @@ fn second(id: u16, mut mmu: Sel4Transport) -> Result<(), &'static str> {
         },
     )
     .map_err(|e| report(id, "CreateVm", e))?;
+    let r = call(
+        &mut mmu,
+        &ipc::DisableNxHugePages {
+            flags: 0,
+            reserved: 0,
+            arg: 0,
+        },
+    );
+    info!("test-vmm {id}: DisableNxHugePages of its own VM without the capability: {r:?}");
+    if r.err() != Some(Error::PermissionDenied) {
+        return Err("NxHugePageControl denial");
+    }
     let stats = call(&mut mmu, &ipc::GetStats {}).map_err(|e| report(id, "GetStats", e))?;
     info!(
         "test-vmm {id}: own VM created, stats: roots allocated {}, page faults fixed {}",
         stats.roots_allocated, stats.page_faults_fixed
     );
+    Ok(())
+}
+
+/// Creates the VM, loads a root and takes a write EPT violation at `gpa`: the
+/// fault's reply.
+fn fault_in(
+    mmu: &mut Sel4Transport,
+    params: &BootParams,
+    gpa: u64,
+) -> Result<ipc::FaultReply, (&'static str, Error)> {
+    create(mmu, params).map_err(|e| ("CreateVm/AddMemSlot", e))?;
+    call(
+        mmu,
+        &ipc::SetGuestRegs {
+            cr0: 0x11,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+        },
+    )
+    .map_err(|e| ("SetGuestRegs", e))?;
+    call(
+        mmu,
+        &ipc::TdpFault {
+            gpa,
+            gla: 0,
+            qualification: 0b010,
+            rip: 0x10_0000,
+        },
+    )
+    .map_err(|e| ("TdpFault", e))
+}
+
+fn restart(params: &BootParams, id: u16, mut mmu: Sel4Transport) -> Result<(), &'static str> {
+    const MARKER: u64 = 0x5eed_0f_7e57;
+    let gpa = 0x5000u64;
+    let ram = (GUEST_RAM_VADDR + gpa) as *mut u64;
+    // SAFETY: the spec maps this VM's RAM read-write at GUEST_RAM_VADDR in this PD;
+    // the gpa lies well inside its 4 MiB.
+    unsafe { ram.write_volatile(MARKER) };
+    match fault_in(&mut mmu, params, gpa) {
+        Err(("TdpFault", Error::Transport)) => {
+            info!("test-vmm {id}: TdpFault: Err(Transport): the mmu-server died serving it")
+        }
+        other => {
+            error!("test-vmm {id}: expected the injected fault, got {other:?}");
+            return Err("fault injection");
+        }
+    }
+    let r = call(&mut mmu, &ipc::GetStats {});
+    info!("test-vmm {id}: GetStats after the restart: {r:?}");
+    if r.err() != Some(Error::NoSuchVm) {
+        return Err("fresh server");
+    }
+    let fault = fault_in(&mut mmu, params, gpa).map_err(|(what, e)| report(id, what, e))?;
+    let ram_hpa = params.own_vm().map_or(0, |v| v.ram.hpa.get());
+    match walk_ept(params, fault.root_hpa, gpa) {
+        Some(hpa) if hpa == ram_hpa + gpa => info!(
+            "test-vmm {id}: re-created its MMU state; the new EPT maps gpa {gpa:#x} to RAM + {gpa:#x}"
+        ),
+        other => {
+            error!("test-vmm {id}: EPT walk after the restart gave {other:?}");
+            return Err("EPT walk after the restart");
+        }
+    }
+    // SAFETY: as above.
+    let kept = unsafe { ram.read_volatile() };
+    info!("test-vmm {id}: guest RAM marker after the restart: {kept:#x}");
+    if kept != MARKER {
+        return Err("guest RAM");
+    }
     Ok(())
 }
 

@@ -1,0 +1,9 @@
+//! The mmu-server PD (see the library).
+#![no_std]
+#![no_main]
+
+sel4_pd::declare_main!(main);
+
+fn main(params: &'static sel4_pd::BootParams) -> ! {
+    mmu_server_pd::run(params, None)
+}

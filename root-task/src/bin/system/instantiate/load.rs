@@ -1,0 +1,173 @@
+//! Step 5: what a PD finds in memory at start: its ELF's PT_LOAD segments in its
+//! image frames, and its boot parameters.
+
+use super::{Builder, FrameMap};
+use crate::elf::Elf;
+use crate::error::{Error, Step};
+use alloc::vec::Vec;
+use capdl_spec::boot::{self, BootParams};
+use capdl_spec::layout::{IMAGE_MAX, IMAGE_VADDR, PAGE_SIZE};
+use capdl_spec::{slot, ObjectKind, PdKind};
+use sel4::cap_type::Granule;
+use zerocopy::little_endian::{U16, U32, U64};
+
+impl Builder {
+    /// The physical address of the first frame retyped from spec untyped `ut`.
+    fn region_hpa(&self, ut: u32) -> Result<u64, Error> {
+        let first = self
+            .spec
+            .objects()
+            .iter()
+            .position(|o| o.untyped.get() == ut && o.kind == ObjectKind::Frame as u8)
+            .ok_or(Error::Malformed("frame in a memory region"))? as u32;
+        self.cap::<Granule>(first)
+            .frame_get_address()
+            .step("Page_GetAddress", self.name(first))
+    }
+
+    fn image(&self, pd: &'static str, elf: &'static str) -> Result<&'static [u8], Error> {
+        self.images
+            .iter()
+            .find(|(n, _)| *n == elf)
+            .map(|(_, b)| *b)
+            .ok_or(Error::MissingImage { pd, elf })
+    }
+
+    /// Step 5 for one PD: its ELF segments; returns the entry point.
+    ///
+    /// `fresh`: the image frames are as `Untyped_Retype` made them (zero), so only the
+    /// pages with file bytes are written; otherwise (a restart) every page is zeroed
+    /// first, which also resets .bss and the rest of the image region.
+    pub(super) fn load_image(
+        &mut self,
+        pd: &'static str,
+        vspace: u32,
+        elf_name: &'static str,
+        fresh: bool,
+    ) -> Result<u64, Error> {
+        let bytes = self.image(pd, elf_name)?;
+        let elf = Elf::parse(bytes).map_err(|err| Error::BadElf { elf: elf_name, err })?;
+        let frames: Vec<FrameMap> = self
+            .maps
+            .iter()
+            .filter(|m| {
+                m.vspace == vspace && (IMAGE_VADDR..IMAGE_VADDR + IMAGE_MAX).contains(&m.vaddr)
+            })
+            .copied()
+            .collect();
+        let image_end = IMAGE_VADDR + frames.len() as u64 * PAGE_SIZE;
+        let mut segments = Vec::new();
+        for s in elf.segments() {
+            let s = s.map_err(|err| Error::BadElf { elf: elf_name, err })?;
+            if s.memsz == 0 {
+                continue;
+            }
+            let end = s.vaddr + s.memsz;
+            if s.vaddr < IMAGE_VADDR || end > image_end {
+                return Err(Error::SegmentOutsideImage {
+                    elf: elf_name,
+                    vaddr: s.vaddr,
+                    end,
+                    image_end,
+                });
+            }
+            segments.push(s);
+        }
+        for m in frames {
+            let page = m.vaddr..m.vaddr + PAGE_SIZE;
+            let any = segments
+                .iter()
+                .any(|s| s.filesz > 0 && s.vaddr < page.end && s.vaddr + s.filesz > page.start);
+            if fresh && !any {
+                continue;
+            }
+            self.with_scratch(m.frame, |dst| {
+                if !fresh {
+                    dst.fill(0);
+                }
+                for s in &segments {
+                    let lo = s.vaddr.max(page.start);
+                    let hi = (s.vaddr + s.filesz).min(page.end);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let src = (s.offset + (lo - s.vaddr)) as usize;
+                    let n = (hi - lo) as usize;
+                    let at = (lo - page.start) as usize;
+                    dst[at..at + n].copy_from_slice(&bytes[src..src + n]);
+                }
+            })?;
+        }
+        Ok(elf.entry)
+    }
+
+    /// Step 5: the boot parameters of PD `index`.
+    pub(super) fn boot_params(&self, index: usize) -> Result<BootParams, Error> {
+        let spec = self.spec;
+        let pd = &spec.pds()[index];
+        let kind = spec.pd_kind(pd);
+        let h = spec.header();
+        let mut p = BootParams::new(index as u32, kind);
+        p.nx_mode = h.nx_mode;
+        p.timer_kind = h.timer_kind;
+        p.nx_recovery_ratio = h.nx_recovery_ratio;
+        p.nx_recovery_period_ms = h.nx_recovery_period_ms;
+        if matches!(kind, PdKind::MmuServer | PdKind::VmmServer) {
+            if let Some(pool) = spec
+                .objects()
+                .iter()
+                .position(|o| spec.str(o.name) == "pool_ut")
+            {
+                p.pool = boot::Region {
+                    hpa: U64::new(self.region_hpa(pool as u32)?),
+                    bytes: h.frame_pool_bytes,
+                };
+            }
+        }
+        let add_vm = |p: &mut BootParams, vm_index: usize| -> Result<(), Error> {
+            let vm = &spec.vms()[vm_index];
+            let n = p.vm_count.get() as usize;
+            let slot = p
+                .vms
+                .get_mut(n)
+                .ok_or(Error::Malformed("room for every VM"))?;
+            slot.id = U16::new(vm.id.get());
+            slot.mmu = vm.mmu;
+            slot.flags = vm.flags;
+            slot.ram = boot::Region {
+                hpa: U64::new(self.region_hpa(vm.ram_untyped.get())?),
+                bytes: vm.memory_bytes,
+            };
+            p.vm_count = U32::new(n as u32 + 1);
+            Ok(())
+        };
+        match kind {
+            PdKind::MmuServer => {
+                for i in 0..spec.vms().len() {
+                    add_vm(&mut p, i)?;
+                }
+            }
+            PdKind::VmmServer => {
+                let vm = pd.vm.get() as usize;
+                add_vm(&mut p, vm)?;
+                p.vm_index = U32::new(0);
+                p.set_cmdline(spec.str(spec.vms()[vm].cmdline));
+            }
+            PdKind::UartDriver | PdKind::TimerDriver => {
+                // Both drivers hold their I/O ports in slot 3 (`slot::uart::PORTS`,
+                // `slot::timer::PORTS`).
+                let ports = spec.caps_of(pd.cnode.get()).find(|c| {
+                    c.slot.get() == slot::uart::PORTS
+                        && spec.object_kind(&spec.objects()[c.target.get() as usize])
+                            == ObjectKind::IoPorts
+                });
+                if let Some(c) = ports {
+                    let o = &spec.objects()[c.target.get() as usize];
+                    p.ports_first = U16::new(o.arg0.get() as u16);
+                    p.ports_last = U16::new(o.arg1.get() as u16);
+                }
+            }
+        }
+        Ok(p)
+    }
+}
