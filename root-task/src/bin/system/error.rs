@@ -1,9 +1,9 @@
 //! Why the spec could not be instantiated. Each variant names the object or image at
 //! fault, so a bad or too-large spec is a message, never a hang.
 
-use crate::elf::ElfError;
 use capdl_spec::FormatError;
 use core::fmt;
+use pd_image::ElfError;
 
 /// An object of the spec, for messages: `name` or `name[index]`.
 #[derive(Clone, Copy, Debug)]

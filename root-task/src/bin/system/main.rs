@@ -11,7 +11,6 @@
 
 extern crate alloc;
 
-mod elf;
 mod error;
 mod heap;
 mod instantiate;

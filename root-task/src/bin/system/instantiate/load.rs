@@ -2,12 +2,12 @@
 //! image frames, and its boot parameters.
 
 use super::{Builder, FrameMap};
-use crate::elf::Elf;
 use crate::error::{Error, Step};
 use alloc::vec::Vec;
 use capdl_spec::boot::{self, BootParams};
 use capdl_spec::layout::{IMAGE_MAX, IMAGE_VADDR, PAGE_SIZE};
 use capdl_spec::{slot, ObjectKind, PdKind};
+use pd_image::{Image, ImageError};
 use sel4::cap_type::Granule;
 use zerocopy::little_endian::{U16, U32, U64};
 
@@ -46,7 +46,6 @@ impl Builder {
         fresh: bool,
     ) -> Result<u64, Error> {
         let bytes = self.image(pd, elf_name)?;
-        let elf = Elf::parse(bytes).map_err(|err| Error::BadElf { elf: elf_name, err })?;
         let frames: Vec<FrameMap> = self
             .maps
             .iter()
@@ -55,50 +54,37 @@ impl Builder {
             })
             .copied()
             .collect();
-        let image_end = IMAGE_VADDR + frames.len() as u64 * PAGE_SIZE;
-        let mut segments = Vec::new();
-        for s in elf.segments() {
-            let s = s.map_err(|err| Error::BadElf { elf: elf_name, err })?;
-            if s.memsz == 0 {
-                continue;
-            }
-            let end = s.vaddr + s.memsz;
-            if s.vaddr < IMAGE_VADDR || end > image_end {
-                return Err(Error::SegmentOutsideImage {
-                    elf: elf_name,
-                    vaddr: s.vaddr,
+        let image = Image::new(bytes, IMAGE_VADDR, frames.len() as u64 * PAGE_SIZE).map_err(
+            |e| match e {
+                ImageError::Elf(err) => Error::BadElf { elf: elf_name, err },
+                ImageError::OutsideRegion {
+                    vaddr,
                     end,
-                    image_end,
-                });
-            }
-            segments.push(s);
-        }
+                    region_end,
+                } => Error::SegmentOutsideImage {
+                    elf: elf_name,
+                    vaddr,
+                    end,
+                    image_end: region_end,
+                },
+                ImageError::TooManySegments => Error::BadElf {
+                    elf: elf_name,
+                    err: pd_image::ElfError::BadSegment,
+                },
+            },
+        )?;
         for m in frames {
-            let page = m.vaddr..m.vaddr + PAGE_SIZE;
-            let any = segments
-                .iter()
-                .any(|s| s.filesz > 0 && s.vaddr < page.end && s.vaddr + s.filesz > page.start);
-            if fresh && !any {
+            if fresh && !image.has_file_bytes(m.vaddr) {
                 continue;
             }
             self.with_scratch(m.frame, |dst| {
                 if !fresh {
                     dst.fill(0);
                 }
-                for s in &segments {
-                    let lo = s.vaddr.max(page.start);
-                    let hi = (s.vaddr + s.filesz).min(page.end);
-                    if lo >= hi {
-                        continue;
-                    }
-                    let src = (s.offset + (lo - s.vaddr)) as usize;
-                    let n = (hi - lo) as usize;
-                    let at = (lo - page.start) as usize;
-                    dst[at..at + n].copy_from_slice(&bytes[src..src + n]);
-                }
+                image.fill_page(m.vaddr, dst);
             })?;
         }
-        Ok(elf.entry)
+        Ok(image.entry())
     }
 
     /// Step 5: the boot parameters of PD `index`.

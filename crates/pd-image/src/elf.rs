@@ -3,7 +3,7 @@
 
 /// A loadable segment: `filesz` bytes from `offset` in the file at `vaddr`, then zeros
 /// up to `memsz`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Segment {
     pub vaddr: u64,
     pub offset: u64,
@@ -36,15 +36,24 @@ const ET_EXEC: u16 = 2;
 const EM_X86_64: u16 = 62;
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, ElfError> {
-    let s = b.get(at..at + 2).ok_or(ElfError::Truncated)?;
+    let s = at
+        .checked_add(2)
+        .and_then(|end| b.get(at..end))
+        .ok_or(ElfError::Truncated)?;
     Ok(u16::from_le_bytes([s[0], s[1]]))
 }
 fn u32_at(b: &[u8], at: usize) -> Result<u32, ElfError> {
-    let s = b.get(at..at + 4).ok_or(ElfError::Truncated)?;
+    let s = at
+        .checked_add(4)
+        .and_then(|end| b.get(at..end))
+        .ok_or(ElfError::Truncated)?;
     Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn u64_at(b: &[u8], at: usize) -> Result<u64, ElfError> {
-    let s = b.get(at..at + 8).ok_or(ElfError::Truncated)?;
+    let s = at
+        .checked_add(8)
+        .and_then(|end| b.get(at..end))
+        .ok_or(ElfError::Truncated)?;
     let mut w = [0; 8];
     w.copy_from_slice(s);
     Ok(u64::from_le_bytes(w))
@@ -95,16 +104,21 @@ impl<'a> Elf<'a> {
     /// The PT_LOAD segments.
     pub fn segments(&self) -> impl Iterator<Item = Result<Segment, ElfError>> + '_ {
         (0..self.phnum).filter_map(move |i| {
-            let at = self.phoff + i * self.phentsize;
             let seg = (|| {
+                let at = i
+                    .checked_mul(self.phentsize)
+                    .and_then(|o| o.checked_add(self.phoff))
+                    .ok_or(ElfError::Truncated)?;
                 if u32_at(self.bytes, at)? != PT_LOAD {
                     return Ok(None);
                 }
+                // at + 48 <= len was checked by reading at + 40 below; each
+                // offset is small, so none of these additions overflow once `at` fits.
                 Ok(Some(Segment {
-                    offset: u64_at(self.bytes, at + 8)?,
-                    vaddr: u64_at(self.bytes, at + 16)?,
-                    filesz: u64_at(self.bytes, at + 32)?,
-                    memsz: u64_at(self.bytes, at + 40)?,
+                    offset: u64_at(self.bytes, at.saturating_add(8))?,
+                    vaddr: u64_at(self.bytes, at.saturating_add(16))?,
+                    filesz: u64_at(self.bytes, at.saturating_add(32))?,
+                    memsz: u64_at(self.bytes, at.saturating_add(40))?,
                 }))
             })();
             seg.transpose()
