@@ -13,7 +13,7 @@ use crate::stats::{Checkpoint, ExitCounts, VmStats, MAX_CHECKPOINTS};
 use ipc::{flush, vcpu_flags, MmuMode, Transport};
 use vcpu::controls::EventInjection;
 use vcpu::exit::{event_type, interruption};
-use vcpu::paging::PagingContext;
+use vcpu::paging::{Fault, PagingContext};
 use vcpu::regs::{access, rflags, Gpr, SegReg};
 use vcpu::Vcpu;
 
@@ -72,6 +72,10 @@ pub struct Capabilities<T: Transport> {
     /// VM (a channel whose badge carries `ipc::badge::NX_HUGE_PAGE_CONTROL`).
     pub nx_huge_page_control: Option<T>,
 }
+
+/// How often a PDPTE load may meet an EPT violation before the VM stops: the
+/// PDPT is one 32-byte block inside one page, so one mapping suffices.
+const PDPTE_LOAD_ATTEMPTS: usize = 3;
 
 /// The root the vCPU runs on (from the last `RootReply` / `FaultReply`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -550,30 +554,85 @@ impl<T: Transport> Vm<T> {
         if !pae_legacy {
             return Ok(());
         }
-        let ctx = PagingContext {
-            cr0,
-            cr3,
-            cr4,
-            efer,
-            pdptes: [0; 4],
-            cpl: self.cpu.cpl(),
-            rflags_ac: self.cpu.rflags() & rflags::AC != 0,
-            pkru: self.cpu.pkru(),
-            eptp: tdp.then_some(self.cpu.controls.eptp),
-            vpid: VPID,
-        };
-        match self.cpu.mmu().load_pdptes(self.ram.map(), &ctx) {
-            Ok(p) => {
-                if p != self.cpu.pdptes() {
-                    self.cpu.set_pdptes(p);
+        // Under TDP the PDPTE loads are guest-physical reads through EPT (SDM 28.2.1):
+        // a PDPT the mmu-server has not mapped yet is an EPT violation, resolved like
+        // any other, after which the load is retried.
+        for _ in 0..PDPTE_LOAD_ATTEMPTS {
+            let ctx = PagingContext {
+                cr0,
+                cr3,
+                cr4,
+                efer,
+                pdptes: [0; 4],
+                cpl: self.cpu.cpl(),
+                rflags_ac: self.cpu.rflags() & rflags::AC != 0,
+                pkru: self.cpu.pkru(),
+                eptp: tdp.then_some(self.cpu.controls.eptp),
+                vpid: VPID,
+            };
+            match self.cpu.mmu().load_pdptes(self.ram.map(), &ctx) {
+                Ok(p) => {
+                    if p != self.cpu.pdptes() {
+                        self.cpu.set_pdptes(p);
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                Err(Fault::EptViolation {
+                    gpa,
+                    linear,
+                    qualification,
+                }) if tdp => self.map_for_pdpte_load(gpa, linear, qualification)?,
+                Err(_) if tdp => {
+                    return Err(StopReason::Unsupported {
+                        what: "PAE paging with invalid PDPTEs",
+                    })
+                }
+                Err(_) => return Err(StopReason::BadHostPhysical { hpa: cr3 }),
             }
-            Err(_) if tdp => Err(StopReason::Unsupported {
-                what: "PAE paging with invalid PDPTEs",
-            }),
-            Err(_) => Err(StopReason::BadHostPhysical { hpa: cr3 }),
         }
+        Err(StopReason::Unsupported {
+            what: "the PDPTE load kept faulting after the mmu-server mapped the PDPT",
+        })
+    }
+
+    /// Asks the mmu-server to map the guest-physical page a PDPTE load faulted on.
+    fn map_for_pdpte_load(
+        &mut self,
+        gpa: u64,
+        linear: Option<u64>,
+        qualification: u64,
+    ) -> Result<(), StopReason> {
+        let reply = self
+            .mmu
+            .call(&ipc::TdpFault {
+                gpa,
+                gla: linear.unwrap_or(0),
+                qualification,
+                rip: self.cpu.rip(),
+            })
+            .map_err(|e| StopReason::Mmu {
+                request: e.request,
+                error: e.error,
+            })?;
+        match reply.outcome() {
+            Ok(ipc::FaultOutcome::Fixed | ipc::FaultOutcome::Retry) => {}
+            Ok(ipc::FaultOutcome::Mmio) => return Err(StopReason::UnbackedAccess { gpa }),
+            _ => {
+                return Err(StopReason::Unsupported {
+                    what: "the mmu-server could not map the PAE page-directory-pointer table",
+                })
+            }
+        }
+        if reply.root_hpa != 0 {
+            self.root = Root {
+                hpa: reply.root_hpa,
+                level: reply.root_level,
+            };
+            self.cpu.controls.eptp = hw::eptp(self.root.hpa, self.root.level, false);
+        }
+        // The new mapping replaces a not-present one, which no TLB caches; a changed
+        // root is a new EPTP, which tags its own mappings.
+        Ok(())
     }
 
     /// Switches to the root a reply names and performs the TLB flushes it asks for

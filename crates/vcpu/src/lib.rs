@@ -27,5 +27,6 @@ pub use exit::{ExitReason, UnimplementedInsn, VmExit};
 pub use msr::MsrError;
 pub use regs::{DescriptorTable, Gpr, SegReg, Segment};
 pub use vcpu::{
-    cr0, cr4, efer, interruptibility, vector, Exception, GuestAccessError, MsrState, Stats, Vcpu,
+    cr0, cr4, efer, interruptibility, vector, CrWriteError, Exception, GuestAccessError, MsrState,
+    Stats, Vcpu,
 };

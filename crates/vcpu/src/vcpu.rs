@@ -188,6 +188,17 @@ pub struct Exception {
     pub cr2: u64,
 }
 
+/// Why a MOV to CR0/CR3/CR4 did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrWriteError {
+    /// The write raises this exception (#GP(0) for an illegal value, #PF for a PAE
+    /// PDPTE load without EPT).
+    Exception(Exception),
+    /// Loading the PAE PDPTEs through EPT met an EPT violation or misconfiguration, or
+    /// an unbacked host-physical address: the VM exit it causes.
+    Exit(VmExit),
+}
+
 /// Exception vectors (SDM Table 6-1).
 pub mod vector {
     pub const DE: u8 = 0;
@@ -622,11 +633,38 @@ impl Vcpu {
     }
 
     /// Turns an architectural exception of a helper into a `Stop`.
-    pub(crate) fn stop_for(&mut self, e: Exception) -> Stop {
-        if e.vector == vector::PF {
-            self.pf_linear = e.cr2;
+    /// MOV to CR0 with its architectural checks and effects (SDM Vol. 2B MOV CR,
+    /// 9.8.5 for IA-32e activation), for a VMM completing a CR-access exit.
+    pub fn write_cr0(&mut self, mem: &PhysMap, value: u64) -> Result<(), CrWriteError> {
+        self.mov_to_cr0(mem, value)
+            .map_err(|s| self.cr_write_error(s))
+    }
+
+    /// MOV to CR3 (SDM Vol. 2B MOV CR, 4.10.4.1), for a VMM completing a CR-access exit.
+    pub fn write_cr3(&mut self, mem: &PhysMap, value: u64) -> Result<(), CrWriteError> {
+        self.mov_to_cr3(mem, value)
+            .map_err(|s| self.cr_write_error(s))
+    }
+
+    /// MOV to CR4 (SDM Vol. 2B MOV CR), for a VMM completing a CR-access exit.
+    pub fn write_cr4(&mut self, mem: &PhysMap, value: u64) -> Result<(), CrWriteError> {
+        self.mov_to_cr4(mem, value)
+            .map_err(|s| self.cr_write_error(s))
+    }
+
+    fn cr_write_error(&self, stop: Stop) -> CrWriteError {
+        match stop {
+            Stop::Exception(r) => CrWriteError::Exception(Exception {
+                vector: r.vector,
+                error_code: r.error_code(),
+                cr2: if r.vector == vector::PF {
+                    self.pf_linear
+                } else {
+                    0
+                },
+            }),
+            Stop::Exit => CrWriteError::Exit(self.exit),
         }
-        Stop::fault(e.vector, e.error_code)
     }
 
     /// Prepares `self.exit` for an instruction-caused exit at the current RIP.

@@ -375,3 +375,52 @@ fn setting_cr0_wp_revokes_cached_supervisor_writes_to_read_only_pages() {
     );
     assert_eq!(m.read_u64(0x5_0000), 1);
 }
+
+#[test]
+fn pae_pdpte_load_through_ept_exits_with_an_ept_violation_not_a_gp() {
+    // SDM 28.2.1: with EPT, loading the PDPTEs (here at MOV CR0 setting PG with
+    // CR4.PAE=1) reads guest-physical memory through EPT; if EPT does not map the
+    // PDPT, that is an EPT violation at the MOV, which the VMM fixes before it
+    // re-executes the instruction.
+    let mut m = Machine::new();
+    const EPT: u64 = 0x70_0000;
+    const PDPT: u64 = 0x60_0000; // in the 6..8 MiB EPT region, left unmapped at first
+    const PD: u64 = 0x9000;
+    m.write_u64(EPT, (EPT + 0x1000) | 7);
+    m.write_u64(EPT + 0x1000, (EPT + 0x2000) | 7);
+    for i in 0..3u64 {
+        m.write_u64(EPT + 0x2000 + 8 * i, (i << 21) | (6 << 3) | (1 << 7) | 7);
+    }
+    m.write_u64(PDPT, PD | 1);
+    for i in 0..512u64 {
+        m.write_u64(PD + 8 * i, (i << 21) | 0x83);
+    }
+    m.code32(CODE, |a| {
+        a.mov(eax, cr4)?;
+        a.or(eax, 1 << 5)?;
+        a.mov(cr4, eax)?;
+        a.mov(eax, PDPT as u32)?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 0x8000_0000u32)?;
+        a.mov(cr0, eax)?;
+        a.hlt()
+    });
+    m.cpu.reset_multiboot(CODE as u32, 0);
+    m.cpu.controls.exception_bitmap = u32::MAX;
+    m.cpu.controls.enable_ept = true;
+    m.cpu.controls.unrestricted_guest = true;
+    m.cpu.controls.eptp = EPT | (3 << 3) | 6;
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::EptViolation, "{exit:?}");
+    assert_eq!(exit.guest_physical, Some(PDPT));
+    assert_eq!(m.cpu.cr0() & 0x8000_0000, 0, "the MOV did not complete");
+    let mov_cr0 = exit.rip;
+    // The VMM maps the region; the MOV re-executes and paging comes on.
+    m.write_u64(EPT + 0x2000 + 8 * 3, (3 << 21) | (6 << 3) | (1 << 7) | 7);
+    m.cpu.invept(2, 0).unwrap();
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
+    assert!(exit.rip > mov_cr0);
+    assert_eq!(m.cpu.pdptes()[0], PD | 1);
+}

@@ -10,7 +10,7 @@ use crate::decode::Decoded;
 use crate::exit::{qualification as q, ExitReason, VmExit};
 use crate::paging::Fault;
 use crate::regs::{access, rflags, size_mask, SegReg, Segment, REG_SLOTS};
-use crate::vcpu::{cr0, cr4, efer, interruptibility, vector, Exception, Step, Stop, Vcpu};
+use crate::vcpu::{cr0, cr4, efer, interruptibility, vector, Step, Stop, Vcpu};
 
 /// CR0 bits software can set (others are reserved: #GP).
 const CR0_WRITABLE: u64 = cr0::PE
@@ -73,7 +73,7 @@ impl Vcpu {
                 // Host-owned bits of the real CR0 are left as they are (SDM 26.3).
                 let m = c.cr0_guest_host_mask;
                 let v = (value & !m) | (self.cr0 & m);
-                self.write_cr0(mem, v).map_err(|e| self.stop_for(e))?;
+                self.mov_to_cr0(mem, v)?;
             }
             2 => self.cr2 = value,
             3 => {
@@ -81,7 +81,7 @@ impl Vcpu {
                     return Err(self
                         .instruction_exit(ExitReason::CrAccess, q::cr_mov(3, q::CR_MOV_TO, gpr)));
                 }
-                self.write_cr3(mem, value).map_err(|e| self.stop_for(e))?;
+                self.mov_to_cr3(mem, value)?;
             }
             4 => {
                 if (value ^ c.cr4_read_shadow) & c.cr4_guest_host_mask != 0 {
@@ -90,7 +90,7 @@ impl Vcpu {
                 }
                 let m = c.cr4_guest_host_mask;
                 let v = (value & !m) | (self.cr4 & m);
-                self.write_cr4(mem, v).map_err(|e| self.stop_for(e))?;
+                self.mov_to_cr4(mem, v)?;
             }
             8 => {
                 if c.cr8_load_exiting {
@@ -161,24 +161,18 @@ impl Vcpu {
         Ok(Flow::Next)
     }
 
-    /// Loads the PDPTEs when PAE paging is (or stays) active (SDM 4.4.1).
-    fn reload_pdptes(&mut self, mem: &PhysMap) -> Result<(), Exception> {
+    /// Loads the PDPTEs when PAE paging is (or stays) active (SDM 4.4.1). With EPT the
+    /// loads are guest-physical accesses through EPT, so an EPT violation or
+    /// misconfiguration here is a VM exit at the MOV to CR (SDM 28.2.1), not a #GP.
+    fn reload_pdptes(&mut self, mem: &PhysMap) -> Result<(), Stop> {
         let ctx = self.paging_ctx();
         match self.mmu.load_pdptes(mem, &ctx) {
             Ok(p) => {
                 self.pdptes = p;
                 Ok(())
             }
-            Err(Fault::PageFault { error_code, linear }) => Err(Exception {
-                vector: vector::PF,
-                error_code: Some(error_code),
-                cr2: linear,
-            }),
-            Err(_) => Err(Exception {
-                vector: vector::GP,
-                error_code: Some(0),
-                cr2: 0,
-            }),
+            Err(Fault::PdpteReserved { .. }) => Err(Stop::gp0()),
+            Err(f) => Err(self.fault_stop(f)),
         }
     }
 
@@ -188,12 +182,8 @@ impl Vcpu {
 
     /// MOV to CR0 with its architectural checks and effects (SDM Vol. 2B MOV CR,
     /// 9.8.5 for IA-32e activation). The VMM may call it to complete a CR-access exit.
-    pub fn write_cr0(&mut self, mem: &PhysMap, value: u64) -> Result<(), Exception> {
-        let gp = Exception {
-            vector: vector::GP,
-            error_code: Some(0),
-            cr2: 0,
-        };
+    pub(crate) fn mov_to_cr0(&mut self, mem: &PhysMap, value: u64) -> Result<(), Stop> {
+        let gp = Stop::gp0();
         let value = value | cr0::ET;
         let old = self.cr0;
         if value & !CR0_WRITABLE != 0
@@ -243,12 +233,8 @@ impl Vcpu {
     }
 
     /// MOV to CR3 (SDM Vol. 2B MOV CR, 4.10.4.1): bit 63 is NOFLUSH with CR4.PCIDE.
-    pub fn write_cr3(&mut self, mem: &PhysMap, value: u64) -> Result<(), Exception> {
-        let gp = Exception {
-            vector: vector::GP,
-            error_code: Some(0),
-            cr2: 0,
-        };
+    pub(crate) fn mov_to_cr3(&mut self, mem: &PhysMap, value: u64) -> Result<(), Stop> {
+        let gp = Stop::gp0();
         let pcide = self.cr4 & cr4::PCIDE != 0;
         let stored = if pcide { value & !(1 << 63) } else { value };
         let stored = if self.long_mode_active() {
@@ -276,12 +262,8 @@ impl Vcpu {
     }
 
     /// MOV to CR4 (SDM Vol. 2B MOV CR).
-    pub fn write_cr4(&mut self, mem: &PhysMap, value: u64) -> Result<(), Exception> {
-        let gp = Exception {
-            vector: vector::GP,
-            error_code: Some(0),
-            cr2: 0,
-        };
+    pub(crate) fn mov_to_cr4(&mut self, mem: &PhysMap, value: u64) -> Result<(), Stop> {
+        let gp = Stop::gp0();
         let old = self.cr4;
         let lma = self.long_mode_active();
         if value & !cr4::SUPPORTED != 0
@@ -359,7 +341,7 @@ impl Vcpu {
         let owned = !mask & 0xf;
         let mut v = (self.cr0 & !owned) | (src & owned);
         v |= self.cr0 & cr0::PE;
-        self.write_cr0(mem, v).map_err(|e| self.stop_for(e))?;
+        self.mov_to_cr0(mem, v)?;
         Ok(Flow::Next)
     }
 
