@@ -40,10 +40,10 @@ fn image() -> Vec<u8> {
         magic,
         flags,
         0u32.wrapping_sub(magic.wrapping_add(flags)),
-        LOAD,     // header_addr
-        LOAD,     // load_addr
-        end,      // load_end_addr
-        end,      // bss_end_addr
+        LOAD,      // header_addr
+        LOAD,      // load_addr
+        end,       // load_end_addr
+        end,       // bss_end_addr
         LOAD + 32, // entry_addr
     ];
     let mut img = vec![0u8; (end - LOAD) as usize];
@@ -73,13 +73,21 @@ fn run(mode: MmuMode) -> (VmOutcome, String) {
 #[test]
 fn pae_guest_whose_pdpt_is_not_yet_mapped_runs_under_tdp() {
     let (outcome, serial) = run(MmuMode::Tdp);
-    assert_eq!(outcome, VmOutcome::Exited { status: 1 }, "serial: {serial:?}");
+    assert_eq!(
+        outcome,
+        VmOutcome::Exited { status: 1 },
+        "serial: {serial:?}"
+    );
     assert_eq!(serial, "PAE\n");
 }
 
 #[test]
 fn pae_guest_runs_under_shadow_paging() {
     let (outcome, serial) = run(MmuMode::Shadow);
-    assert_eq!(outcome, VmOutcome::Exited { status: 1 }, "serial: {serial:?}");
+    assert_eq!(
+        outcome,
+        VmOutcome::Exited { status: 1 },
+        "serial: {serial:?}"
+    );
     assert_eq!(serial, "PAE\n");
 }
