@@ -32,8 +32,26 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, String> {
     }
     vm.root_reuse = args.root_reuse == OnOff::On;
     vm.max_instructions = args.max_instructions;
-    vm.disable_nx_huge_pages = args.disable_nx_huge_pages;
+    vm.disable_nx_huge_pages = args.disable_nx_huge_pages && !args.nx_control_after_vcpu;
+    vm.nx_disable_flags = args.nx_control_flags;
+    vm.nx_disable_arg = args.nx_control_arg;
+    if args.watch.len() > vm.watch.len() {
+        return Err(format!(
+            "at most {} --watch addresses (got {})",
+            vm.watch.len(),
+            args.watch.len()
+        ));
+    }
+    for (slot, addr) in vm.watch.iter_mut().zip(&args.watch) {
+        *slot = Some(*addr);
+    }
     vm.validate().map_err(|e| e.to_string())?;
+    // `--nx-control-after-vcpu`: the same invocation, once the vCPU exists.
+    let nx_control_after_vcpu = if args.disable_nx_huge_pages && args.nx_control_after_vcpu {
+        vec![nx_control_request(args)]
+    } else {
+        Vec::new()
+    };
     Ok(RunConfig {
         image,
         kernel_name: args.guest.to_string_lossy().into_owned(),
@@ -51,8 +69,70 @@ pub fn config(args: &RunArgs) -> Result<RunConfig, String> {
         grant_nx_huge_page_control: args.grant.contains(&GrantArg::NxHugePageControl),
         nx_recovery_ratio: args.nx_recovery_ratio,
         nx_recovery_period_ms: args.nx_recovery_period_ms,
-        nx_control_after_vcpu: Vec::new(),
+        nx_control_after_vcpu,
     })
+}
+
+/// The `NxHugePageControl` invocation `--disable-nx-huge-pages` makes.
+fn nx_control_request(args: &RunArgs) -> ipc::DisableNxHugePages {
+    ipc::DisableNxHugePages {
+        flags: args.nx_control_flags,
+        reserved: 0,
+        arg: args.nx_control_arg,
+    }
+}
+
+/// Why the mmu-server refused an `NxHugePageControl` invocation, in words, following
+/// the order it checks in (MMU_REFERENCE.md section 5): flags, the capability, the
+/// argument, the vCPU.
+pub fn nx_control_refusal(
+    error: ipc::Error,
+    request: &ipc::DisableNxHugePages,
+    after_vcpu: bool,
+) -> String {
+    match error {
+        ipc::Error::InvalidArgument if request.flags != 0 || request.reserved != 0 => {
+            format!("non-zero flags ({:#x}) are invalid", request.flags)
+        }
+        ipc::Error::PermissionDenied => "the VM does not hold the NxHugePageControl \
+                                         capability (grant it with --grant nx-huge-page-control)"
+            .to_string(),
+        ipc::Error::InvalidArgument if request.arg != 0 => {
+            format!("a non-zero argument ({:#x}) is invalid", request.arg)
+        }
+        ipc::Error::InvalidArgument if after_vcpu => "the VM's vCPU already exists (the \
+                                                      capability must be invoked before it \
+                                                      is created)"
+            .to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// Tells the user what became of `--disable-nx-huge-pages`.
+fn report_nx_control(args: &RunArgs, result: &runtime::RunResult) {
+    if !args.disable_nx_huge_pages {
+        return;
+    }
+    let request = nx_control_request(args);
+    let answer = match (&result.nx_disable, result.nx_control_after_vcpu.first()) {
+        (Some(r), _) => r.map_err(|e| e.error),
+        (None, Some(r)) => *r,
+        // The VM never got as far as the invocation (it could not start).
+        (None, None) => return,
+    };
+    match answer {
+        Ok(()) => match args.nx_huge_pages {
+            NxHugePagesArg::Off | NxHugePagesArg::Never => eprintln!(
+                "capvisor: NX huge pages disabled for this VM (no effect: the system mode is \
+                 already off)"
+            ),
+            _ => eprintln!("capvisor: NX huge pages disabled for this VM"),
+        },
+        Err(e) => eprintln!(
+            "capvisor: cannot disable NX huge pages: {}; the VM runs with the mitigation",
+            nx_control_refusal(e, &request, args.nx_control_after_vcpu)
+        ),
+    }
 }
 
 /// Streams COM1 to stdout (flushed at every newline, so output interleaves sanely
@@ -151,9 +231,7 @@ pub fn run(args: &RunArgs) -> i32 {
             };
         }
     };
-    if let Some(Err(e)) = result.nx_disable {
-        eprintln!("capvisor: disabling NX huge pages was refused: {e}");
-    }
+    report_nx_control(args, &result);
     if let Some(path) = &args.stats_json {
         let mmu = match args.mmu {
             MmuArg::Tdp => "tdp",

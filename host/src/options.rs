@@ -101,6 +101,29 @@ pub struct RunArgs {
     /// NX-huge-page mitigation before its vCPU exists.
     #[arg(long = "disable-nx-huge-pages")]
     pub disable_nx_huge_pages: bool,
+    /// The `flags` of the `--disable-nx-huge-pages` invocation (only 0 is valid: for
+    /// testing the capability's checks).
+    #[arg(
+        long = "nx-control-flags",
+        default_value_t = 0,
+        requires = "disable_nx_huge_pages"
+    )]
+    pub nx_control_flags: u32,
+    /// The argument of the `--disable-nx-huge-pages` invocation (only 0 is valid).
+    #[arg(
+        long = "nx-control-arg",
+        default_value_t = 0,
+        requires = "disable_nx_huge_pages"
+    )]
+    pub nx_control_arg: u64,
+    /// Make the `--disable-nx-huge-pages` invocation once the vCPU exists instead of
+    /// before (it is then refused: for testing the capability's checks).
+    #[arg(long = "nx-control-after-vcpu", requires = "disable_nx_huge_pages")]
+    pub nx_control_after_vcpu: bool,
+    /// Record at every checkpoint how the MMU maps this address (a gpa under TDP, a
+    /// linear address under shadow paging), in `--stats-json`; up to 4, hex or decimal.
+    #[arg(long = "watch", value_parser = parse_addr)]
+    pub watch: Vec<u64>,
     /// Stop the VM with a diagnostic after this many guest instructions.
     #[arg(long = "max-instructions")]
     pub max_instructions: Option<u64>,
@@ -113,6 +136,16 @@ pub struct RunArgs {
     /// Size of the mmu-server's page-table frame pool.
     #[arg(long = "pool", default_value = "16M", value_parser = parse_size)]
     pub pool: u64,
+}
+
+/// Parses an address: `0x4000000` or `67108864`.
+pub fn parse_addr(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => t.replace('_', "").parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not an address (examples: 0x4000000, 4096)"))
 }
 
 /// Parses `128M`, `1G`, `64K`, `4096` (binary units, optional trailing `B`/`iB`).

@@ -1,9 +1,11 @@
 //! The `--stats-json` document: `instructions`, `exits`, `exits_by_reason`,
 //! `ipc_calls`, `mmu` (the mmu-server's statistics under `ipc::STAT_NAMES`), and the
-//! same counters at every guest checkpoint.
+//! same counters at every guest checkpoint, with `mappings`: how the MMU maps each
+//! `--watch` address there (`addr`, `level` 0/1/2/3, `exec`, `write`,
+//! `nx_disallowed`, `nx_split`).
 
 use serde_json::{json, Map, Value};
-use vmm_server::stats::VmStats;
+use vmm_server::stats::{VmStats, WatchedMapping};
 use vmm_server::VmOutcome;
 
 use crate::runtime::RunResult;
@@ -24,6 +26,20 @@ pub fn stats_json(s: &VmStats) -> Value {
         "exits_by_reason": by_reason,
         "ipc_calls": s.ipc_calls,
         "mmu": mmu,
+    })
+}
+
+/// One watched address's mapping.
+pub fn mapping_json(w: &WatchedMapping) -> Value {
+    use ipc::mapping_flags as f;
+    let m = &w.mapping;
+    json!({
+        "addr": format!("{:#x}", w.addr),
+        "level": m.level,
+        "exec": m.flags & f::EXEC != 0,
+        "write": m.flags & f::WRITE != 0,
+        "nx_disallowed": m.flags & f::NX_DISALLOWED != 0,
+        "nx_split": m.flags & f::NX_SPLIT != 0,
     })
 }
 
@@ -51,6 +67,8 @@ pub fn run_json(r: &RunResult, mmu_mode: &str, cr0_wp: &str, root_reuse: bool) -
             let mut v = stats_json(&c.stats);
             if let Some(o) = v.as_object_mut() {
                 o.insert("step".into(), json!(c.step));
+                let mappings: Vec<Value> = c.mappings.iter().map(mapping_json).collect();
+                o.insert("mappings".into(), Value::Array(mappings));
             }
             v
         })

@@ -44,7 +44,19 @@ pub struct VmConfig {
     /// Ask the mmu-server, through the NxHugePageControl capability, to disable the
     /// NX-huge-page mitigation for this VM before the vCPU exists.
     pub disable_nx_huge_pages: bool,
+    /// The `flags` and `arg` of that invocation (0 and 0 are the only valid values;
+    /// others exercise the capability's error checks).
+    pub nx_disable_flags: u32,
+    pub nx_disable_arg: u64,
+    /// Addresses whose mapping the vmm-server asks the mmu-server about (`GetMapping`:
+    /// a gpa under TDP, a linear address under shadow paging) at every checkpoint, so
+    /// that a test can count the huge and split mappings of exactly the pages it
+    /// cares about.
+    pub watch: [Option<u64>; MAX_WATCHED],
 }
+
+/// Most addresses [`VmConfig::watch`] holds.
+pub const MAX_WATCHED: usize = 4;
 
 impl VmConfig {
     /// The defaults of `capvisor run`: TDP with guest-owned WP, shadow with intercept.
@@ -58,6 +70,9 @@ impl VmConfig {
             root_reuse: true,
             max_instructions: None,
             disable_nx_huge_pages: false,
+            nx_disable_flags: 0,
+            nx_disable_arg: 0,
+            watch: [None; MAX_WATCHED],
         }
     }
 

@@ -94,6 +94,17 @@ pub struct VmStats {
 pub struct Checkpoint {
     pub step: u32,
     pub stats: VmStats,
+    /// How the MMU maps each address of [`crate::VmConfig::watch`], asked just before
+    /// `stats` was read (so a recovery tick between the two shows in
+    /// `stats.mmu.nx_recovered`).
+    pub mappings: heapless::Vec<WatchedMapping, { crate::config::MAX_WATCHED }>,
+}
+
+/// One watched address and its mapping at a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedMapping {
+    pub addr: u64,
+    pub mapping: ipc::Mapping,
 }
 
 /// Most checkpoints one VM records (later ones are counted but not kept).

@@ -9,7 +9,7 @@ use crate::hw;
 use crate::loader::{self, BootArgs, LoadError, LoadedKernel};
 use crate::mmu_client::{MmuCallError, MmuClient};
 use crate::outcome::{Failure, StopReason, VmOutcome};
-use crate::stats::{Checkpoint, ExitCounts, VmStats, MAX_CHECKPOINTS};
+use crate::stats::{Checkpoint, ExitCounts, VmStats, WatchedMapping, MAX_CHECKPOINTS};
 use ipc::{flush, vcpu_flags, MmuMode, Transport};
 use vcpu::controls::EventInjection;
 use vcpu::exit::{event_type, interruption};
@@ -181,9 +181,9 @@ impl<T: Transport> Vm<T> {
                 &mut mmu,
                 nx_cap.as_mut(),
                 &ipc::DisableNxHugePages {
-                    flags: 0,
+                    flags: cfg.nx_disable_flags,
                     reserved: 0,
-                    arg: 0,
+                    arg: cfg.nx_disable_arg,
                 },
             )
         });
@@ -367,9 +367,17 @@ impl<T: Transport> Vm<T> {
     }
 
     pub(crate) fn record_checkpoint(&mut self, step: u32, host: &mut impl VmHost) {
+        let mut mappings = heapless::Vec::new();
+        for addr in self.cfg.watch.iter().flatten().copied() {
+            // A refused query (an old mmu-server) leaves the address out.
+            if let Ok(mapping) = self.mmu.call(&ipc::GetMapping { addr }) {
+                let _ = mappings.push(WatchedMapping { addr, mapping });
+            }
+        }
         let record = Checkpoint {
             step,
             stats: self.stats(),
+            mappings,
         };
         host.checkpoint(&record);
         // Beyond MAX_CHECKPOINTS the host still sees every one; the VM keeps the first.
