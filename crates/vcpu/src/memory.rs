@@ -82,6 +82,23 @@ impl FastTlb {
         }
         self.code_page = INVALID;
     }
+    /// Drops every cached translation of one linear page, in every bank and kind:
+    /// a page fault or EPT violation on it made the Mmu drop its TLB entries for the
+    /// address (SDM 4.10.4.2), and this cache must never outlive those.
+    pub(crate) fn drop_page(&mut self, linear: u64) {
+        let page = linear >> 12;
+        let i = (page as usize) & (WAYS - 1);
+        for b in self.banks.iter_mut() {
+            for c in [&mut b.read, &mut b.write, &mut b.fetch] {
+                if c.tag[i] == page {
+                    c.tag[i] = INVALID;
+                }
+            }
+        }
+        if self.code_page == page {
+            self.code_page = INVALID;
+        }
+    }
     /// Drops the write translations only (CR0.WP changed: reads and fetches keep
     /// their rights).
     pub(crate) fn clear_writes(&mut self) {
@@ -190,7 +207,10 @@ impl Vcpu {
             },
         ) {
             Ok(h) => h & !0xfff,
-            Err(f) => return Err(self.fault_stop(f)),
+            Err(f) => {
+                self.tlb.drop_page(linear);
+                return Err(self.fault_stop(f));
+            }
         };
         let Some(host) = mem.local(hpa, 4096, kind == AccessKind::Write) else {
             return Err(self.bad_hpa(hpa));

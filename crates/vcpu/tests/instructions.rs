@@ -391,3 +391,40 @@ fn a_long_rep_counts_as_one_instruction_and_yields_to_the_budget() {
     assert_eq!(m.run().reason, ExitReason::Hlt);
     assert_eq!(m.cpu.gpr(Gpr::Rcx), 0);
 }
+
+#[test]
+fn a_page_fault_drops_the_cached_read_translation_of_its_page() {
+    // SDM 4.10.4.2: a #PF invalidates the TLB entries for the faulting linear
+    // address. A read translation cached before a faulting write to the same page
+    // must therefore not survive the fault: the guest's #PF handler repoints the PDE
+    // (without INVLPG) and skips the write; the next read walks again and sees the
+    // new frame. All within one run, so no VM entry flushes anything.
+    let mut m = Machine::new();
+    const VA: u64 = 0x40_0000;
+    m.write_u64(PD + 8 * 2, (2 << 21) | 0x85); // read-only 2 MiB page, frame 0x40_0000
+    m.write_u64(0x40_0000, 0xaaaa);
+    m.write_u64(0x60_0000, 0xbbbb);
+    let write_at = CODE + 0x40;
+    m.code64(CODE, |a| {
+        a.mov(rax, qword_ptr(VA))?;
+        a.jmp(write_at)
+    });
+    let write_len = m.code64(write_at, |a| a.mov(qword_ptr(VA), rax)) as u64;
+    m.code64(write_at + write_len, |a| {
+        a.mov(rbx, qword_ptr(VA))?;
+        a.hlt()
+    });
+    m.code64(HANDLERS, |a| {
+        a.add(rsp, 8)?; // the error code
+        a.mov(rcx, (3u64 << 21) | 0x85)?;
+        a.mov(qword_ptr(PD + 16), rcx)?;
+        a.add(qword_ptr(rsp), write_len as i32)?;
+        a.iretq()
+    });
+    m.set_gate64(14, HANDLERS, 0, 0);
+    m.long_mode(CODE);
+    let exit = m.run();
+    assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
+    assert_eq!(m.cpu.gpr(Gpr::Rax), 0xaaaa);
+    assert_eq!(m.cpu.gpr(Gpr::Rbx), 0xbbbb, "the fault flushed the page");
+}
