@@ -41,9 +41,16 @@ impl Vm {
         if mmu.vms[self.index as usize % crate::mmu::MAX_VMS].indirect_pages == 0 {
             return false;
         }
-        mmu.sps.ids_in_use().any(|id| {
+        // Only the pool's frames can hold pages (the metadata array is sized for the
+        // largest pool).
+        let frames = mmu.pool.total_frames() as crate::pool::FrameId;
+        (0..frames).any(|id| {
             let sp = mmu.sps.get(id);
-            sp.vm == self.index && sp.hashed && sp.has_gptes() && sp.gfn.wrapping_sub(first) < pages
+            sp.in_use
+                && sp.vm == self.index
+                && sp.hashed
+                && sp.has_gptes()
+                && sp.gfn.wrapping_sub(first) < pages
         })
     }
 
