@@ -252,14 +252,33 @@ impl Mmu {
         core::mem::take(&mut self.vms[vm as usize % MAX_VMS].pending_flush)
     }
 
-    /// A mode change: every page of `vm` becomes obsolete (a new generation) and is
-    /// zapped; roots still held are emptied and kept until the VM's next fault or
-    /// reload replaces them (`is_page_fault_stale`), which the pending flush forces.
+    /// A mode change: every page of `vm` becomes obsolete (a new generation). The
+    /// change may arrive while the VM's vCPU runs on its tables, so nothing is freed
+    /// now: every page is unhashed (never found again) and left as a zombie for the
+    /// VM's next request, and the roots it may be running on are emptied so that its
+    /// next access faults and retries on a fresh root (`is_page_fault_stale`); the
+    /// pending flush drops what its TLB holds at the next reply.
     pub fn zap_vm_obsolete(&mut self, vm: u8) {
         let c = &mut self.vms[vm as usize % MAX_VMS];
         c.gen ^= 1;
         c.pending_flush |= flush::GUEST;
-        self.zap_all(vm);
+        c.zombies = true;
+        let n = self.pool.total_frames();
+        for id in 0..n as FrameId {
+            let sp = *self.sps.get(id);
+            if !sp.in_use || sp.vm != vm {
+                continue;
+            }
+            self.sps.unhash(id);
+            self.sps.get_mut(id).zombie = true;
+            if sp.root_count > 0 {
+                // Only references to tables live in a root: clearing them here just
+                // makes the tables below unreachable (they are zombies too).
+                for i in 0..spte::ENTRIES {
+                    self.write_entry(id, i, 0);
+                }
+            }
+        }
     }
 }
 
