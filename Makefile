@@ -55,19 +55,24 @@ sel4-image: kernel root-task sel4-system
 
 # The system root task (root-task/src/bin/system): instantiates a capDL spec embedded at
 # build time with the ELF images of its PDs. The PDs (drivers/*-pd, root-task/mmu-server-pd,
-# root-task/test-pds)
-# are built in the root task's workspace for the qemu-tcg configuration, stripped into
-# build/pd/<elf>.elf; each spec of SYSTEM_SPECS (root-task/specs/<name>.toml) becomes
-# build/specs/<name>.capdl.bin and a root task build/system-<name>.elf.
+# root-task/test-pds) are built in the root task's workspace once per kernel
+# configuration and stripped into build/pd/<elf>.elf (qemu-tcg) and
+# build/pd-any-cpu/<elf>.elf; each spec of SYSTEM_SPECS (root-task/specs/<name>.toml)
+# becomes build/specs/<name>.capdl.bin and a root task build/system-<name>.elf, and
+# those of SYSTEM_SPECS_ANY_CPU also build/system-<name>-any-cpu.elf.
 .PHONY: sel4-pds sel4-specs sel4-system
 SEL4_PDS := uart timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
 SYSTEM_SPECS := system-test fault-test too-big-test mmu-test restart-test
-SEL4_PD_TARGET_DIR := $(ROOT_TASK_TARGET_DIR)/qemu-tcg
+SYSTEM_SPECS_ANY_CPU := system-test mmu-test
 sel4-pds: deps
-	cd root-task && SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) -p uart-pd -p timer-pd -p mmu-server-pd -p capvisor-test-pds
-	@mkdir -p build/pd
-	@for p in $(SEL4_PDS); do \
-	    objcopy --strip-all $(SEL4_PD_TARGET_DIR)/x86_64-unknown-none/release/$$p build/pd/$$p.elf || exit 1; \
+	@for cfg in qemu-tcg any-cpu; do \
+	    out=build/pd; [ $$cfg = qemu-tcg ] || out=build/pd-$$cfg; \
+	    (cd root-task && SEL4_KERNEL_CONFIG=$$cfg $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/$$cfg \
+	        -p uart-pd -p timer-pd -p mmu-server-pd -p capvisor-test-pds) || exit 1; \
+	    mkdir -p $$out; \
+	    for p in $(SEL4_PDS); do \
+	        objcopy --strip-all $(ROOT_TASK_TARGET_DIR)/$$cfg/x86_64-unknown-none/release/$$p $$out/$$p.elf || exit 1; \
+	    done; \
 	done
 sel4-specs: deps
 	@mkdir -p build/specs
@@ -77,8 +82,13 @@ sel4-specs: deps
 sel4-system: sel4-pds sel4-specs
 	@for s in $(SYSTEM_SPECS); do \
 	    (cd root-task && CAPVISOR_SPEC=$(CURDIR)/build/specs/$$s.capdl.bin CAPVISOR_PD_DIR=$(CURDIR)/build/pd \
-	        SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(SEL4_PD_TARGET_DIR) --bin capvisor-system) || exit 1; \
-	    cp $(SEL4_PD_TARGET_DIR)/x86_64-unknown-none/release/capvisor-system build/system-$$s.elf || exit 1; \
+	        SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/qemu-tcg --bin capvisor-system) || exit 1; \
+	    cp $(ROOT_TASK_TARGET_DIR)/qemu-tcg/x86_64-unknown-none/release/capvisor-system build/system-$$s.elf || exit 1; \
+	done
+	@for s in $(SYSTEM_SPECS_ANY_CPU); do \
+	    (cd root-task && CAPVISOR_SPEC=$(CURDIR)/build/specs/$$s.capdl.bin CAPVISOR_PD_DIR=$(CURDIR)/build/pd-any-cpu \
+	        SEL4_KERNEL_CONFIG=any-cpu $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/any-cpu --bin capvisor-system) || exit 1; \
+	    cp $(ROOT_TASK_TARGET_DIR)/any-cpu/x86_64-unknown-none/release/capvisor-system build/system-$$s-any-cpu.elf || exit 1; \
 	done
 
 # The system spec (capdl/): `make capdl` prints the capDL spec of capdl/system.toml;
