@@ -706,3 +706,112 @@ fn shadow_4m_guest_page_maps_two_2m_leaves() {
     );
     assert_eq!(g.counts(), (1, 1));
 }
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Read(usize, u64),
+    Write(usize, u64),
+    Fetch(usize, u64),
+    Tick,
+    /// Turn the mitigation off or back on (every VM is zapped).
+    Toggle,
+    Sync,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let page = (0usize..3, 0u64..512).prop_map(|(hp, p)| (hp, p * 4096 + 8));
+    prop_oneof![
+        3 => page.clone().prop_map(|(h, o)| Op::Read(h, o)),
+        2 => page.clone().prop_map(|(h, o)| Op::Write(h, o)),
+        3 => page.prop_map(|(h, o)| Op::Fetch(h, o)),
+        1 => Just(Op::Tick),
+        1 => Just(Op::Toggle),
+        1 => Just(Op::Sync),
+    ]
+}
+
+/// What a 2 MiB range is, in the model of MMU_REFERENCE section 5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Range {
+    Unmapped,
+    Huge,
+    /// Split for a fetch and listed as a possible NX huge page.
+    Split,
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any sequence of reads, writes, fetches, recovery ticks (ratio 1) and mode
+    /// toggles, under TDP and shadow paging, follows the range model: a fetch under the
+    /// mitigation splits (and lists) a range, nothing else turns a split range back to
+    /// huge but recovery, which takes every listed range back; a mode change empties
+    /// everything. `pages_2m`, `nx_lpage_splits` and `nx_recovered` follow the model,
+    /// every access reaches its own host frame (checked by `access`), and no huge
+    /// mapping is executable while the mitigation is on.
+    #[test]
+    fn splits_and_recovery_follow_the_range_model(
+        shadow in proptest::prelude::any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        let paging = if shadow { Paging::Shadow } else { Paging::Tdp };
+        let mut g = Guest::new(paging, false);
+        g.m.call(CONTROL, &SetNxRecovery { ratio: 1, reserved: 0, period_ms: 0 }).unwrap();
+        let mut on = true;
+        let mut model = [Range::Unmapped; 3];
+        let mut recovered = 0u64;
+        for op in ops {
+            match op {
+                Op::Read(hp, off) | Op::Write(hp, off) | Op::Fetch(hp, off) => {
+                    let (kind, fetch) = match op {
+                        Op::Read(..) => (AccessKind::Read, false),
+                        Op::Write(..) => (AccessKind::Write, false),
+                        _ => (AccessKind::Fetch, true),
+                    };
+                    let gpa = HP[hp] + off;
+                    let (hpa, _) = g.access(gpa, kind);
+                    proptest::prop_assert_eq!(hpa, RAM_HPA + gpa);
+                    model[hp] = match (model[hp], fetch && on) {
+                        (_, true) | (Range::Split, false) => Range::Split,
+                        _ => Range::Huge,
+                    };
+                    let m = g.mapping(gpa);
+                    if on && m.level > 1 {
+                        proptest::prop_assert_eq!(m.flags & mapping_flags::EXEC, 0, "executable huge page");
+                    }
+                    if fetch {
+                        proptest::prop_assert_ne!(m.flags & mapping_flags::EXEC, 0);
+                    }
+                }
+                Op::Tick => {
+                    let n = g.m.call(CONTROL, &NxRecoveryTick {}).unwrap().recovered;
+                    let split = model.iter().filter(|r| **r == Range::Split).count() as u64;
+                    proptest::prop_assert_eq!(n, split);
+                    recovered += n;
+                    for r in model.iter_mut() {
+                        if *r == Range::Split {
+                            *r = Range::Unmapped;
+                        }
+                    }
+                }
+                Op::Toggle => {
+                    on = !on;
+                    g.m.nx_mode(if on { NxMode::On } else { NxMode::Off }).unwrap();
+                    model = [Range::Unmapped; 3];
+                }
+                Op::Sync => {
+                    g.root = g.m.call(VM, &SyncMmu {}).unwrap();
+                }
+            }
+            let s = g.m.stats(VM);
+            let huge = model.iter().filter(|r| **r == Range::Huge).count() as u64;
+            let split = model.iter().filter(|r| **r == Range::Split).count() as u64;
+            proptest::prop_assert_eq!(
+                (s.pages_2m, s.nx_lpage_splits, s.nx_recovered),
+                (huge, split, recovered),
+                "after {:?}: {:?}", op, model
+            );
+        }
+    }
+}
