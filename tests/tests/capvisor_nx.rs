@@ -32,7 +32,7 @@ use capvisor_tests::guests;
 const PERIOD_MS: u64 = 400;
 /// hugeexec's image (its code runs from here).
 const IMAGE_GPA: u64 = 0x10_0000;
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: usize = 12;
 
 /// MMU_REFERENCE.md section 5: (`pages_2m`, `nx_lpage_splits`) after each step.
 const TABLE_ON: [(u64, u64); 7] = [(1, 0), (2, 0), (1, 1), (1, 2), (1, 2), (1, 0), (2, 0)];
