@@ -62,7 +62,7 @@ sel4-image: kernel root-task sel4-system
 # those of SYSTEM_SPECS_ANY_CPU also build/system-<name>-any-cpu.elf.
 .PHONY: sel4-pds sel4-specs sel4-system
 SEL4_PDS := uart timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
-SYSTEM_SPECS := system-test fault-test too-big-test mmu-test restart-test
+SYSTEM_SPECS := system-test fault-test too-big-test mmu-test restart-test hpet-test
 SYSTEM_SPECS_ANY_CPU := system-test mmu-test
 sel4-pds: deps
 	@for cfg in qemu-tcg any-cpu; do \

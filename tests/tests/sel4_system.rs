@@ -9,7 +9,8 @@
 //! - the supervisor: a PD that faults is reported with the fault and its registers;
 //! - a spec that needs more memory than the machine has is a message, not a hang;
 //! - the mmu-server PD answers two clients over seL4 IPC, each confined to its badge;
-//! - the supervisor restarts a faulting mmu-server and the VM goes on.
+//! - the supervisor restarts a faulting mmu-server and the VM goes on;
+//! - the timer PD runs on the HPET as well as on the PIT.
 
 use capvisor_tests::{artefact, run_qemu, QemuRun};
 use std::io::{BufRead, BufReader};
@@ -351,6 +352,52 @@ fn the_supervisor_restarts_the_mmu_server_and_the_vm_goes_on() {
         run.serial
     );
     assert!(!run.serial.contains("FAILED"), "{}", run.serial);
+    assert_eq!(
+        run.status,
+        Some(PASS_STATUS),
+        "exit status; serial:\n{}",
+        run.serial
+    );
+}
+
+/// The timer PD on the HPET: its register page is a device frame at 0xfed00000 that
+/// the root task carves out of device untyped memory, and timer 0 interrupts on the
+/// legacy replacement route (ISA IRQ 0). The interrupts' spacing, measured on the
+/// HPET's own counter, is the 20 ms programmed, not the 50 ms at which the kernel left
+/// the PIT (which the legacy route disconnects).
+#[test]
+fn the_timer_pd_drives_the_hpet_from_a_device_frame() {
+    let run = boot("hpet-test");
+    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
+    assert_in_order(
+        &run.serial,
+        &[
+            "started PD timer (timer)",
+            "[INFO  timer] HPET timer 0 every 2000000 ticks (20000 us, Legacy route), recovery tick every 20 ms (1 interrupts)",
+            "[INFO  timer] HPET: interrupts 1 to 10 came ",
+        ],
+    );
+    let line = run
+        .serial
+        .lines()
+        .find(|l| l.contains("HPET: interrupts 1 to 10 came "))
+        .expect("measurement line");
+    let us: u64 = line
+        .split("came ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no interval in {line:?}"));
+    assert!((10_000..=30_000).contains(&us), "interval {us} us: {line}");
+    assert_in_order(
+        &run.serial,
+        &[
+            "[INFO  test_ticks] test-ticks: VM 7 (nx control false) waits for 12 ticks",
+            "[INFO  test_ticks] test-ticks: recovery tick 12/12 (badge 0x1)",
+            "[INFO  test_client] test-client: reply label 0: waited 12 ticks, server saw VM 7",
+        ],
+    );
+    assert!(!run.serial.contains("faulted"), "{}", run.serial);
     assert_eq!(
         run.status,
         Some(PASS_STATUS),

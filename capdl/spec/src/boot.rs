@@ -21,6 +21,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const BOOT_MAGIC: [u8; 8] = *b"CVBOOT\0\0";
 /// Version of [`BootParams`] this crate reads and writes.
 pub const BOOT_VERSION: u32 = 1;
+/// `BootParams::irq` of a PD without an IRQ.
+pub const NO_IRQ: u8 = 0xff;
 /// Longest VM command line carried (the spec allows 255 bytes).
 pub const CMDLINE_MAX: usize = 255;
 
@@ -85,7 +87,8 @@ pub struct BootParams {
     pub nx_mode: u8,
     /// A [`TimerKind`].
     pub timer_kind: u8,
-    pub reserved0: u8,
+    /// A driver's ISA IRQ ([`NO_IRQ`] if it has none).
+    pub irq: u8,
     /// For a vmm-server, its VM's index in `vms`; else `u32::MAX`.
     pub vm_index: U32,
     pub nx_recovery_ratio: U32,
@@ -127,7 +130,7 @@ impl BootParams {
             pd_kind: kind as u8,
             nx_mode: NxMode::Auto as u8,
             timer_kind: TimerKind::Pit as u8,
-            reserved0: 0,
+            irq: NO_IRQ,
             vm_index: U32::new(u32::MAX),
             nx_recovery_ratio: U32::new(0),
             reserved1: [0; 4],
@@ -200,6 +203,10 @@ impl BootParams {
     pub fn own_vm(&self) -> Option<&BootVm> {
         self.vms().get(self.vm_index.get() as usize)
     }
+    /// A driver's IRQ.
+    pub fn irq(&self) -> Option<u8> {
+        (self.irq != NO_IRQ).then_some(self.irq)
+    }
     pub fn cmdline(&self) -> &str {
         let n = (self.cmdline_len.get() as usize).min(CMDLINE_MAX);
         core::str::from_utf8(&self.cmdline[..n]).unwrap_or("")
@@ -231,6 +238,7 @@ mod tests {
         frame[..core::mem::size_of::<BootParams>()].copy_from_slice(p.as_bytes());
         let q = BootParams::read(&frame).unwrap();
         assert_eq!(q.pd_kind(), PdKind::VmmServer);
+        assert_eq!(q.irq(), None);
         assert_eq!(q.own_vm().unwrap().id.get(), 7);
         assert_eq!(q.own_vm().unwrap().ram.hpa.get(), 0x4000_0000);
         assert_eq!(q.cmdline(), "fault now");

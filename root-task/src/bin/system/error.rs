@@ -38,6 +38,11 @@ pub enum Error {
         object: ObjName,
         size_bits: usize,
     },
+    /// No device untyped covers a device object's physical address (or it is used).
+    NoDeviceMemory {
+        object: ObjName,
+        paddr: u64,
+    },
     /// The root CNode has too few free slots.
     OutOfSlots {
         needed: u64,
@@ -77,6 +82,10 @@ impl fmt::Display for Error {
             Error::OutOfUntyped { object, size_bits } => write!(
                 f,
                 "not enough untyped memory for {object} (2^{size_bits} bytes): the spec needs more RAM than the machine has"
+            ),
+            Error::NoDeviceMemory { object, paddr } => write!(
+                f,
+                "{object}: no free device memory at physical address {paddr:#x} (is the device there?)"
             ),
             Error::OutOfSlots { needed, free } => {
                 write!(f, "the spec needs {needed} CNode slots, the root CNode has {free} free")

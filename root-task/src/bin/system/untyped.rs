@@ -80,6 +80,52 @@ impl Pool {
     }
 }
 
+/// A region of device memory (MMIO) not yet used: an untyped capability at a known
+/// physical address.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceRegion {
+    pub cap: Cap<Untyped>,
+    pub paddr: u64,
+    pub size_bits: usize,
+}
+
+/// The boot info's device untypeds, and the spare halves left by splitting them.
+pub struct Devices {
+    regions: Vec<DeviceRegion>,
+}
+
+impl Devices {
+    pub fn from_bootinfo(bi: &BootInfo) -> Devices {
+        let start = { bi.untyped.start };
+        let regions = bi
+            .untypeds()
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.is_device != 0)
+            .map(|(i, u)| DeviceRegion {
+                cap: Cap::from_bits(start + i as u64),
+                paddr: u.paddr,
+                size_bits: u.size_bits as usize,
+            })
+            .collect();
+        Devices { regions }
+    }
+
+    /// Removes and returns the unused region that covers `paddr`.
+    pub fn take_containing(&mut self, paddr: u64) -> Option<DeviceRegion> {
+        let at = self.regions.iter().position(|r| {
+            paddr >= r.paddr
+                && paddr - r.paddr < 1u64.checked_shl(r.size_bits as u32).unwrap_or(u64::MAX)
+        })?;
+        Some(self.regions.swap_remove(at))
+    }
+
+    /// Makes `r` available again.
+    pub fn give(&mut self, r: DeviceRegion) {
+        self.regions.push(r);
+    }
+}
+
 /// Free slots of the root CNode, in order.
 pub struct Slots {
     next: u64,

@@ -29,14 +29,20 @@ fn main(params: &'static BootParams) -> ! {
         error!("test-client: the store to {FAULT_ADDR:#x} did not fault");
         sel4_pd::fault();
     }
-    sel4::set_mr(0, TICKS);
+    // "ticks=N" on the command line asks for N ticks instead of TICKS.
+    let ticks = params
+        .cmdline()
+        .strip_prefix("ticks=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(TICKS);
+    sel4::set_mr(0, ticks);
     let reply = MMU_EP.call(MessageInfo::new(LABEL_WAIT_TICKS, 0, 0, 1));
-    let (ticks, seen_id) = (sel4::get_mr(0).unwrap_or(0), sel4::get_mr(1).unwrap_or(0));
+    let (waited, seen_id) = (sel4::get_mr(0).unwrap_or(0), sel4::get_mr(1).unwrap_or(0));
     info!(
-        "test-client: reply label {}: waited {ticks} ticks, server saw VM {seen_id}",
+        "test-client: reply label {}: waited {waited} ticks, server saw VM {seen_id}",
         reply.label()
     );
-    if reply.label() != 0 || ticks != TICKS || seen_id != id as u64 {
+    if reply.label() != 0 || waited != ticks || seen_id != id as u64 {
         error!("test-client: wrong reply");
         sel4_pd::fault();
     }

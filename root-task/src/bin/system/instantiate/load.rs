@@ -152,6 +152,16 @@ impl Builder {
                     p.ports_first = U16::new(o.arg0.get() as u16);
                     p.ports_last = U16::new(o.arg1.get() as u16);
                 }
+                // And their IRQ handler in slot 4 (`slot::uart::IRQ`, `slot::timer::IRQ`).
+                let irq = spec.caps_of(pd.cnode.get()).find(|c| {
+                    c.slot.get() == slot::uart::IRQ
+                        && spec.object_kind(&spec.objects()[c.target.get() as usize])
+                            == ObjectKind::Irq
+                });
+                if let Some(c) = irq {
+                    let o = &spec.objects()[c.target.get() as usize];
+                    p.irq = u8::try_from(o.arg0.get()).unwrap_or(boot::NO_IRQ);
+                }
             }
         }
         Ok(p)

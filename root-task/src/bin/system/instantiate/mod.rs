@@ -26,7 +26,7 @@ mod threads;
 mod vspace;
 
 use crate::error::{Error, ObjName};
-use crate::untyped::{Pool, Slots};
+use crate::untyped::{Devices, Pool, Slots};
 use alloc::vec;
 use alloc::vec::Vec;
 use capdl_spec::{slot, ObjectKind, SpecView, NONE};
@@ -62,6 +62,8 @@ pub struct Builder {
     base: u64,
     slots: Slots,
     pool: Pool,
+    /// Device memory, for frames at fixed physical addresses.
+    devices: Devices,
     /// Per object: its address in its VSpace (paging structures and frames) and the
     /// VSpace (PML4 object) it belongs to.
     vaddr: Vec<u64>,
@@ -93,6 +95,7 @@ impl Builder {
             base,
             slots,
             pool: Pool::from_bootinfo(bi),
+            devices: Devices::from_bootinfo(bi),
             vaddr: vec![0; n as usize],
             vroot: vec![NONE; n as usize],
             maps: Vec::new(),

@@ -3,7 +3,7 @@
 
 use super::Builder;
 use crate::error::{Error, Step};
-use crate::untyped::{self, Region};
+use crate::untyped::{self, DeviceRegion, Region};
 use alloc::vec;
 use alloc::vec::Vec;
 use capdl_spec::{ObjectKind, ObjectRecord, NONE};
@@ -105,10 +105,14 @@ impl Builder {
                 _ => {}
             }
             if o.flags & capdl_spec::object_flags::HAS_PADDR != 0 {
-                return Err(Error::Unsupported {
-                    object: self.name(i),
-                    what: "a device frame at a fixed physical address (HPET)",
-                });
+                if kind != ObjectKind::Frame || o.size_bits != 12 {
+                    return Err(Error::Unsupported {
+                        object: self.name(i),
+                        what: "a device object other than a 4 KiB frame",
+                    });
+                }
+                self.device_frame(i, o.paddr.get())?;
+                continue;
             }
             let bp = blueprint(o, kind).ok_or(Error::Unsupported {
                 object: self.name(i),
@@ -143,6 +147,57 @@ impl Builder {
             untyped::retype::<Untyped>(from, bp, self.base + i as u64)
                 .step("Untyped_Retype", self.name(i))?;
         }
+        Ok(())
+    }
+
+    /// A 4 KiB frame at physical address `paddr` (device registers, e.g. the HPET's)
+    /// into object `i`'s slot: the device untyped that covers it is split in halves,
+    /// keeping the half that holds `paddr`, down to one page (each split is one
+    /// `Untyped_Retype` into two untypeds, which the kernel places in address order),
+    /// and that page is retyped into the frame. The other halves stay available for
+    /// further device frames.
+    fn device_frame(&mut self, i: u32, paddr: u64) -> Result<(), Error> {
+        let name = self.name(i);
+        let Some(mut region) = self.devices.take_containing(paddr) else {
+            return Err(Error::NoDeviceMemory {
+                object: name,
+                paddr,
+            });
+        };
+        while region.size_bits > 12 {
+            let half = region.size_bits - 1;
+            let slot = self.new_slot()?;
+            let _second = self.new_slot()?; // the kernel fills slot and slot + 1
+            let root = init_thread::slot(init_thread::CNODE.bits());
+            region
+                .cap
+                .untyped_retype(
+                    ObjectBlueprint::Untyped { size_bits: half },
+                    &root,
+                    slot as usize,
+                    2,
+                )
+                .step("Untyped_Retype of device memory", name)?;
+            let low = DeviceRegion {
+                cap: Cap::from_bits(slot),
+                paddr: region.paddr,
+                size_bits: half,
+            };
+            let high = DeviceRegion {
+                cap: Cap::from_bits(slot + 1),
+                paddr: region.paddr + (1 << half),
+                size_bits: half,
+            };
+            let (keep, spare) = if paddr < high.paddr {
+                (low, high)
+            } else {
+                (high, low)
+            };
+            self.devices.give(spare);
+            region = keep;
+        }
+        untyped::retype::<Untyped>(region.cap, ObjectBlueprint::Granule, self.base + i as u64)
+            .step("Untyped_Retype of a device frame", name)?;
         Ok(())
     }
 }
