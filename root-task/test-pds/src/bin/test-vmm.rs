@@ -243,7 +243,7 @@ fn fault_in(
 }
 
 fn restart(params: &BootParams, id: u16, mut mmu: Sel4Transport) -> Result<(), &'static str> {
-    const MARKER: u64 = 0x5eed_0f_7e57;
+    const MARKER: u64 = 0x005e_ed0f_7e57;
     let gpa = 0x5000u64;
     let ram = (GUEST_RAM_VADDR + gpa) as *mut u64;
     // SAFETY: the spec maps this VM's RAM read-write at GUEST_RAM_VADDR in this PD;
