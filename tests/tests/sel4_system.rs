@@ -405,3 +405,24 @@ fn the_timer_pd_drives_the_hpet_from_a_device_frame() {
         run.serial
     );
 }
+
+#[test]
+fn a_device_frame_outside_device_memory_is_a_clear_error() {
+    let run = boot("bad-device-test");
+    assert!(
+        !run.timed_out,
+        "QEMU timed out (a hang); serial:\n{}",
+        run.serial
+    );
+    assert_in_order(
+        &run.serial,
+        &["capvisor system: cannot instantiate the spec: timer_hpet: no free device memory at physical address 0x100000"],
+    );
+    assert!(!run.serial.contains("started PD"), "{}", run.serial);
+    assert_eq!(
+        run.status,
+        Some(INSTANTIATION_FAILED),
+        "serial:\n{}",
+        run.serial
+    );
+}
