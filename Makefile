@@ -71,8 +71,8 @@ sel4-image: kernel root-task sel4-system
 # becomes build/specs/<name>.capdl.bin and a root task build/system-<name>.elf, and
 # those of SYSTEM_SPECS_ANY_CPU also build/system-<name>-any-cpu.elf.
 .PHONY: sel4-pds sel4-specs sel4-system
-SEL4_PDS := uart timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
-SYSTEM_SPECS := system-test fault-test too-big-test bad-device-test mmu-test restart-test hpet-test
+SEL4_PDS := uart uart_faulty timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
+SYSTEM_SPECS := system-test fault-test too-big-test bad-device-test mmu-test restart-test uart-restart-test hpet-test
 SYSTEM_SPECS_ANY_CPU := system-test mmu-test
 sel4-pds: deps
 	@for cfg in qemu-tcg any-cpu; do \

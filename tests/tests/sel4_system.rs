@@ -9,7 +9,7 @@
 //! - the supervisor: a PD that faults is reported with the fault and its registers;
 //! - a spec that needs more memory than the machine has is a message, not a hang;
 //! - the mmu-server PD answers two clients over seL4 IPC, each confined to its badge;
-//! - the supervisor restarts a faulting mmu-server and the VM goes on;
+//! - the supervisor restarts a faulting mmu-server (and the VM goes on) or driver;
 //! - the timer PD runs on the HPET as well as on the PIT.
 
 use capvisor_tests::{artefact, run_qemu, QemuRun};
@@ -158,7 +158,7 @@ fn check_system_test(run: &QemuRun, config: &str) {
     // The PDs run concurrently: check each one's own sequence.
     assert_in_order(
         &run.serial,
-        &["[INFO  uart] 16550 at 0x3f8 ready, serving the console"],
+        &["[INFO  uart_pd] 16550 at 0x3f8 ready, serving the console"],
     );
     assert_in_order(
         &run.serial,
@@ -227,7 +227,7 @@ fn the_supervisor_reports_a_faulting_pd_with_its_registers() {
     assert!((0x2fff_c000..0x3000_0000).contains(&field("rsp")), "{regs}");
     // The rest of the system keeps running: ticks still arrive.
     assert!(
-        serial.contains("[INFO  uart] 16550 at 0x3f8 ready"),
+        serial.contains("[INFO  uart_pd] 16550 at 0x3f8 ready"),
         "{serial}"
     );
 }
@@ -423,6 +423,51 @@ fn a_device_frame_outside_device_memory_is_a_clear_error() {
         run.status,
         Some(INSTANTIATION_FAILED),
         "serial:\n{}",
+        run.serial
+    );
+}
+
+/// A fault injected into the UART driver (a test-only build, dying on its third
+/// console request): the supervisor restarts it, the caller whose request it died on
+/// gets an error reply instead of blocking forever (its line is lost), and every PD
+/// goes on printing through the restarted driver.
+#[test]
+fn the_supervisor_restarts_a_faulting_driver() {
+    let run = boot("uart-restart-test");
+    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
+    assert_in_order(
+        &run.serial,
+        &[
+            "started PD uart (uart_faulty)",
+            "[INFO  uart_pd] 16550 at 0x3f8 ready, serving the console",
+            "[ERROR uart_pd] injected fault on console request 3",
+            "supervisor: PD uart (uart_faulty) faulted: user exception 6",
+            "supervisor: uart registers: rip 0x4",
+            "supervisor: restarted PD uart (restart 1 of at most 3)",
+            "[INFO  uart_pd] 16550 at 0x3f8 ready, serving the console",
+            "[INFO  uart_pd] restarted (1), answering the interrupted call",
+        ],
+    );
+    // Console lines of other PDs after the restart.
+    let after = &run.serial[run.serial.find("restarted (1)").expect("restart line")..];
+    assert_in_order(
+        after,
+        &[
+            "[INFO  test_ticks] test-ticks: recovery tick 3/3 (badge 0x1)",
+            "[INFO  test_client] test-client: reply label 0: waited 3 ticks, server saw VM 7",
+            "[INFO  test_client] test-client: done, exiting QEMU",
+        ],
+    );
+    assert_eq!(
+        run.serial.matches("injected fault").count(),
+        1,
+        "{}",
+        run.serial
+    );
+    assert_eq!(
+        run.status,
+        Some(PASS_STATUS),
+        "exit status; serial:\n{}",
         run.serial
     );
 }

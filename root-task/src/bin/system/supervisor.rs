@@ -1,11 +1,12 @@
 //! The supervisor: the root task receives every PD's faults on the fault endpoint
 //! (each PD's fault capability carries its PD index + 1 as badge), logs the PD, the
 //! fault and its registers, and then:
-//! - restarts the mmu-server (at most [`MAX_RESTARTS`] times): its state is derived
-//!   (every table can be rebuilt from guest memory and registers, which the
-//!   vmm-servers hold), so a fresh mmu-server loses no VM; the vmm-servers re-create
-//!   their MMU state when it answers `NoSuchVm`;
-//! - leaves any other PD stopped (it is not replied to).
+//! - restarts the mmu-server and the drivers (at most [`MAX_RESTARTS`] times each):
+//!   the mmu-server's state is derived (every table can be rebuilt from guest memory
+//!   and registers, which the vmm-servers hold), so a fresh mmu-server loses no VM and
+//!   the vmm-servers re-create their MMU state when it answers `NoSuchVm`; a driver's
+//!   state is its device's, which it initialises at start;
+//! - leaves a vmm-server stopped (it holds its VM; it is not replied to).
 //!
 //! Fault messages (seL4 5.0.0, libsel4 `shared_types.bf` and the x86_64
 //! `constants.h`): the label is the fault type; a VM fault carries IP, address,
@@ -140,7 +141,7 @@ pub fn run(mut running: Running) -> ! {
             }
             Err(e) => error!("supervisor: TCB_ReadRegisters of {}: {e}", pd.name),
         }
-        if pd.kind == PdKind::MmuServer && pd.restarts < MAX_RESTARTS {
+        if restartable(pd.kind) && pd.restarts < MAX_RESTARTS {
             match running.builder.restart(pd) {
                 Ok(()) => info!(
                     "supervisor: restarted PD {} (restart {} of at most {MAX_RESTARTS})",
@@ -151,5 +152,13 @@ pub fn run(mut running: Running) -> ! {
         } else {
             info!("supervisor: PD {} stays stopped", pd.name);
         }
+    }
+}
+
+/// The PDs the supervisor restarts after a fault.
+fn restartable(kind: PdKind) -> bool {
+    match kind {
+        PdKind::MmuServer | PdKind::UartDriver | PdKind::TimerDriver => true,
+        PdKind::VmmServer => false,
     }
 }
