@@ -293,8 +293,12 @@ fn check_mmu_test(run: &QemuRun) {
             "[INFO  test_vmm] test-vmm 3: the EPT in the shared pool maps gpa 0x5000 to hpa 0x",
             " = RAM + 0x5000",
             "[INFO  test_vmm] test-vmm 3: stats: roots allocated 1, page faults fixed 1, sptes created 1",
-            // Granted NxHugePageControl: the server accepts the invocation.
+            // Granted NxHugePageControl: bad flags, then a bad argument, are invalid;
+            // a valid invocation succeeds; after the vCPU exists it is invalid again.
+            "[INFO  test_vmm] test-vmm 3: DisableNxHugePages with flags 1: Err(InvalidArgument)",
+            "[INFO  test_vmm] test-vmm 3: DisableNxHugePages with argument 1: Err(InvalidArgument)",
             "[INFO  test_vmm] test-vmm 3: DisableNxHugePages through the granted capability: Ok(",
+            "[INFO  test_vmm] test-vmm 3: DisableNxHugePages after the vCPU exists: Err(InvalidArgument)",
         ],
     );
     assert_in_order(

@@ -153,18 +153,40 @@ fn first(params: &BootParams, id: u16, mut mmu: Sel4Transport) -> Result<(), &'s
         "test-vmm {id}: stats: roots allocated {}, page faults fixed {}, sptes created {}",
         stats.roots_allocated, stats.page_faults_fixed, stats.sptes_created
     );
+    // The capability's invocation, in MMU_REFERENCE.md section 5's order: non-zero
+    // flags, then (permission is held here) a non-zero argument, are invalid; a valid
+    // request succeeds; once the VM has a vCPU it is invalid again.
     let mut nx = Sel4Transport(Cap::from_bits(slot::vmm::NX_HUGE_PAGE_CONTROL));
-    let r = call(
-        &mut nx,
-        &ipc::DisableNxHugePages {
-            flags: 0,
-            reserved: 0,
-            arg: 0,
-        },
-    );
+    let mut disable = |flags: u32, arg: u64| {
+        call(
+            &mut nx,
+            &ipc::DisableNxHugePages {
+                flags,
+                reserved: 0,
+                arg,
+            },
+        )
+    };
+    let r = disable(1, 0);
+    info!("test-vmm {id}: DisableNxHugePages with flags 1: {r:?}");
+    if r.err() != Some(Error::InvalidArgument) {
+        return Err("NxHugePageControl flags check");
+    }
+    let r = disable(0, 1);
+    info!("test-vmm {id}: DisableNxHugePages with argument 1: {r:?}");
+    if r.err() != Some(Error::InvalidArgument) {
+        return Err("NxHugePageControl argument check");
+    }
+    let r = disable(0, 0);
     info!("test-vmm {id}: DisableNxHugePages through the granted capability: {r:?}");
     if r.is_err() {
         return Err("NxHugePageControl grant");
+    }
+    call(&mut mmu, &ipc::VcpuCreated {}).map_err(|e| report(id, "VcpuCreated", e))?;
+    let r = disable(0, 0);
+    info!("test-vmm {id}: DisableNxHugePages after the vCPU exists: {r:?}");
+    if r.err() != Some(Error::InvalidArgument) {
+        return Err("NxHugePageControl after the vCPU");
     }
     Ok(())
 }
