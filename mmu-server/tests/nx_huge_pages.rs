@@ -815,3 +815,61 @@ proptest::proptest! {
         }
     }
 }
+
+/// At scale (what the benchmarks run): 48 huge ranges fetched under TDP are 48 splits,
+/// which one tick at ratio 1 recovers; a long-mode guest mapping 48 2M pages gets 48
+/// 2M shadow leaves (reads, so the mitigation does not split them).
+#[test]
+fn many_ranges_split_recover_and_map_huge() {
+    const RANGES: u64 = 48;
+    let range = |r: u64| (4 << 20) + r * (2 << 20);
+    let ram = RANGES * (2 << 20) + (4 << 20);
+    let m = Machine::new(ram, 256);
+    m.vm(VM, MmuMode::Tdp, true);
+    m.regs(VM, PE, 0, 0, 0);
+    for r in 0..RANGES {
+        m.tdp_fault(VM, range(r), Q_READ);
+    }
+    assert_eq!(m.stats(VM).pages_2m, RANGES);
+    for r in 0..RANGES {
+        m.tdp_fault(VM, range(r), Q_FETCH);
+    }
+    let s = m.stats(VM);
+    assert_eq!((s.pages_2m, s.nx_lpage_splits), (0, RANGES));
+    m.call(
+        CONTROL,
+        &SetNxRecovery {
+            ratio: 1,
+            reserved: 0,
+            period_ms: 0,
+        },
+    )
+    .unwrap();
+    let recovered = m.call(CONTROL, &NxRecoveryTick {}).unwrap().recovered;
+    assert_eq!(recovered, RANGES);
+    let s = m.stats(VM);
+    assert_eq!((s.nx_lpage_splits, s.nx_recovered), (0, RANGES));
+
+    let m = Machine::new(ram, 256);
+    m.vm(VM, MmuMode::Shadow, true);
+    let (pml4, pdpt, pd) = (PML4, 0x2000u64, 0x3000u64);
+    m.write64(pml4, pdpt | P | RW | A);
+    m.write64(pdpt, pd | P | RW | A);
+    for r in 0..RANGES {
+        m.write64(pd + 8 * (range(r) >> 21), range(r) | P | RW | A | D | PS);
+    }
+    m.regs(
+        VM,
+        PE | PG | WP,
+        pml4,
+        CR4_PAE,
+        EFER_LME | EFER_LMA | EFER_NX,
+    );
+    for r in 0..RANGES {
+        assert_eq!(
+            outcome(&m.shadow_fault(VM, range(r), 0, 0)),
+            FaultOutcome::Fixed
+        );
+    }
+    assert_eq!(m.stats(VM).pages_2m, RANGES);
+}

@@ -74,8 +74,8 @@ impl PhysMap {
         len: u64,
         writable: bool,
     ) -> Result<(), MapError> {
-        if hpa % PAGE_SIZE != 0
-            || len % PAGE_SIZE != 0
+        if !hpa.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
             || len == 0
             || hpa.checked_add(len).is_none()
         {
@@ -121,7 +121,7 @@ impl PhysMap {
     }
 
     fn atomic_u64(&self, hpa: u64, write: bool) -> Option<&AtomicU64> {
-        if hpa % 8 != 0 {
+        if !hpa.is_multiple_of(8) {
             return None;
         }
         let p = self.local(hpa, 8, write)?;
@@ -131,7 +131,7 @@ impl PhysMap {
     }
 
     fn atomic_u32(&self, hpa: u64, write: bool) -> Option<&AtomicU32> {
-        if hpa % 4 != 0 {
+        if !hpa.is_multiple_of(4) {
             return None;
         }
         let p = self.local(hpa, 4, write)?;
