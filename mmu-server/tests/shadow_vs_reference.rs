@@ -293,15 +293,9 @@ fn build(m: &Machine, c: &Case) -> Built {
     }
 }
 
-fn snapshot(m: &Machine) -> Vec<u64> {
-    (0..TRACKED_AREA * 512).map(|i| m.read64(i * 8)).collect()
-}
-
-fn check(c: Case) -> Result<(), TestCaseError> {
-    let m = Machine::new(RAM_PAGES * 4096, 32);
-    m.vm(VM, MmuMode::Shadow, true);
-    let b = build(&m, &c);
-    let before = snapshot(&m);
+/// What the reference walker says case `c` does on the guest tables `b` built in `m`
+/// (it reads guest memory as it is now, so call it before the server touches A/D).
+fn reference(m: &Machine, b: &Built, c: &Case) -> RefOutcome {
     let regs = RefRegs {
         cr0: b.cr0,
         cr3: b.cr3,
@@ -327,7 +321,19 @@ fn check(c: Case) -> Result<(), TestCaseError> {
             m.read64(gpa)
         })
     };
-    let reference = reference_walk(&read, regs, c.gva, access);
+    reference_walk(&read, regs, c.gva, access)
+}
+
+fn snapshot(m: &Machine) -> Vec<u64> {
+    (0..TRACKED_AREA * 512).map(|i| m.read64(i * 8)).collect()
+}
+
+fn check(c: Case) -> Result<(), TestCaseError> {
+    let m = Machine::new(RAM_PAGES * 4096, 32);
+    m.vm(VM, MmuMode::Shadow, true);
+    let b = build(&m, &c);
+    let before = snapshot(&m);
+    let reference = reference(&m, &b, &c);
 
     let root = m.regs(VM, b.cr0, b.cr3, b.cr4, b.efer);
     let user = c.cpl == 3 && !c.implicit;
@@ -518,32 +524,7 @@ fn check_gva_to_gpa(c: Case) -> Result<(), TestCaseError> {
     let m = Machine::new(RAM_PAGES * 4096, 16);
     m.vm(VM, MmuMode::Tdp, true);
     let b = build(&m, &c);
-    let regs = RefRegs {
-        cr0: b.cr0,
-        cr3: b.cr3,
-        cr4: b.cr4,
-        efer: b.efer,
-        maxphyaddr: 40,
-        gbpages: true,
-    };
-    let access = RefAccess {
-        kind: c.kind,
-        cpl: c.cpl,
-        implicit: c.implicit,
-        ac: c.ac,
-        pkru: c.pkru,
-    };
-    let read = |gpa: u64, size: u8| -> Option<u64> {
-        if gpa + size as u64 > RAM_PAGES * 4096 {
-            return None;
-        }
-        Some(if size == 4 {
-            m.read32(gpa) as u64
-        } else {
-            m.read64(gpa)
-        })
-    };
-    let reference = reference_walk(&read, regs, c.gva, access);
+    let reference = reference(&m, &b, &c);
     // The server believes the opposite WP.
     m.regs(VM, b.cr0 ^ WP, b.cr3, b.cr4, b.efer);
     let mut acc = 0;

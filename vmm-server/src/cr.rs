@@ -4,48 +4,15 @@
 //! of [`crate::cpu_model`]. The vmm-server validates; only a legal value reaches the
 //! vCPU and the mmu-server.
 
-/// CR0 bits (SDM 2.5).
+/// CR0 bits (SDM 2.5): the vCPU's, and the set this CPU model defines.
 pub mod cr0 {
-    pub const PE: u64 = 1 << 0;
-    pub const MP: u64 = 1 << 1;
-    pub const EM: u64 = 1 << 2;
-    pub const TS: u64 = 1 << 3;
-    pub const ET: u64 = 1 << 4;
-    pub const NE: u64 = 1 << 5;
-    pub const WP: u64 = 1 << 16;
-    pub const AM: u64 = 1 << 18;
-    pub const NW: u64 = 1 << 29;
-    pub const CD: u64 = 1 << 30;
-    pub const PG: u64 = 1 << 31;
+    pub use vcpu::cr0::*;
     /// Every defined bit; the other low bits are reserved and read as written-off.
     pub const DEFINED: u64 = PE | MP | EM | TS | ET | NE | WP | AM | NW | CD | PG;
 }
 
-/// CR4 bits (SDM 2.5).
-pub mod cr4 {
-    pub const VME: u64 = 1 << 0;
-    pub const PVI: u64 = 1 << 1;
-    pub const TSD: u64 = 1 << 2;
-    pub const DE: u64 = 1 << 3;
-    pub const PSE: u64 = 1 << 4;
-    pub const PAE: u64 = 1 << 5;
-    pub const MCE: u64 = 1 << 6;
-    pub const PGE: u64 = 1 << 7;
-    pub const PCE: u64 = 1 << 8;
-    pub const LA57: u64 = 1 << 12;
-    pub const PCIDE: u64 = 1 << 17;
-    pub const SMEP: u64 = 1 << 20;
-    pub const SMAP: u64 = 1 << 21;
-    pub const PKE: u64 = 1 << 22;
-}
-
-/// IA32_EFER bits.
-pub mod efer {
-    pub const SCE: u64 = 1 << 0;
-    pub const LME: u64 = 1 << 8;
-    pub const LMA: u64 = 1 << 10;
-    pub const NXE: u64 = 1 << 11;
-}
+/// CR4 and IA32_EFER bits (SDM 2.5, Vol. 4), as the vCPU defines them.
+pub use vcpu::{cr4, efer};
 
 /// CR3 with CR4.PCIDE = 1: bit 63 asks not to flush the PCID's translations.
 pub const CR3_NOFLUSH: u64 = 1 << 63;

@@ -58,10 +58,7 @@ pub(crate) fn translate<T: Transport>(
             pkru: vm.cpu.pkru(),
             reserved: 0,
         })
-        .map_err(|e| StopReason::Mmu {
-            request: e.request,
-            error: e.error,
-        })?;
+        .map_err(StopReason::from)?;
     Ok(if t.faulted != 0 {
         Xlate::Fault(PageFault {
             linear,
@@ -275,10 +272,7 @@ fn guest_write<T: Transport>(
                 len: piece,
                 reserved: 0,
             })
-            .map_err(|e| StopReason::Mmu {
-                request: e.request,
-                error: e.error,
-            })?;
+            .map_err(StopReason::from)?;
         vm.apply_root(reply.root_hpa, reply.root_level, reply.flush, Some(at))?;
     }
     Ok(None)
@@ -291,17 +285,7 @@ fn guest_read_for_write<T: Transport>(
     linear: u64,
     len: u32,
 ) -> Result<Result<u64, PageFault>, StopReason> {
-    let mut v = 0u64;
-    for i in 0..len {
-        let at = linear.wrapping_add(i as u64);
-        let gpa = match translate(vm, at, PF_WRITE)? {
-            Xlate::Gpa(g) => g,
-            Xlate::Fault(pf) => return Ok(Err(pf)),
-        };
-        let b = read_gpa(vm, gpa, 1).ok_or(StopReason::UnbackedAccess { gpa })?;
-        v |= b << (8 * i);
-    }
-    Ok(Ok(v))
+    guest_read_as(vm, linear, len, PF_WRITE)
 }
 
 fn guest_read<T: Transport>(
@@ -309,10 +293,21 @@ fn guest_read<T: Transport>(
     linear: u64,
     len: u32,
 ) -> Result<Result<u64, PageFault>, StopReason> {
+    guest_read_as(vm, linear, len, 0)
+}
+
+/// Reads `len` bytes at `linear`, each translated as an access of kind `access`
+/// (#PF error-code bits).
+fn guest_read_as<T: Transport>(
+    vm: &mut Vm<T>,
+    linear: u64,
+    len: u32,
+    access: u32,
+) -> Result<Result<u64, PageFault>, StopReason> {
     let mut v = 0u64;
     for i in 0..len {
         let at = linear.wrapping_add(i as u64);
-        let gpa = match translate(vm, at, 0)? {
+        let gpa = match translate(vm, at, access)? {
             Xlate::Gpa(g) => g,
             Xlate::Fault(pf) => return Ok(Err(pf)),
         };
@@ -635,10 +630,7 @@ pub(crate) fn invpcid<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
             pcid: pcid as u32,
             kind: kind as u32,
         })
-        .map_err(|e| StopReason::Mmu {
-            request: e.request,
-            error: e.error,
-        })?;
+        .map_err(StopReason::from)?;
     let extra = if kind == 0 {
         ipc::flush::ADDRESS
     } else {

@@ -138,6 +138,12 @@ fn cr_access<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
         // LMSW.
         _ => set_cr0(vm, cr::lmsw_value(vm.guest.cr0, (q >> 16) as u16)),
     };
+    complete(vm, exit, result)
+}
+
+/// Completes an emulated CR or MSR write: past the instruction when it was legal,
+/// #GP(0) injected when it was not (the instruction does not retire).
+fn complete<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, result: Result<(), CrFault>) -> Handled {
     match result {
         Ok(()) => {
             vm.cpu.advance_rip(exit.instruction_len);
@@ -250,10 +256,7 @@ fn io_effect<T: Transport>(vm: &mut Vm<T>, effect: IoEffect, host: &mut impl VmH
             // While the guest sat, work outside its requests (NX-huge-page recovery, a
             // mode change) may have zapped what its TLB holds or its root: pick up the
             // root and the flushes left pending.
-            let reply = vm.mmu.call(&ipc::SyncMmu {}).map_err(|e| StopReason::Mmu {
-                request: e.request,
-                error: e.error,
-            })?;
+            let reply = vm.mmu.call(&ipc::SyncMmu {}).map_err(StopReason::from)?;
             vm.apply_root(reply.root_hpa, reply.root_level, reply.flush, None)?;
         }
     }
@@ -309,10 +312,7 @@ fn ept_violation<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, host: &mut impl Vm
             qualification: exit.qualification,
             rip: exit.rip,
         })
-        .map_err(|e| StopReason::Mmu {
-            request: e.request,
-            error: e.error,
-        })?;
+        .map_err(StopReason::from)?;
     fault_outcome(vm, exit, &reply, gla, host)
 }
 
@@ -341,10 +341,7 @@ fn exception<T: Transport>(vm: &mut Vm<T>, exit: &VmExit, host: &mut impl VmHost
             pkru: vm.cpu.pkru(),
             reserved: 0,
         })
-        .map_err(|e| StopReason::Mmu {
-            request: e.request,
-            error: e.error,
-        })?;
+        .map_err(StopReason::from)?;
     fault_outcome(vm, exit, &reply, gva, host)
 }
 
@@ -355,10 +352,7 @@ fn invlpg<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
     let reply = vm
         .mmu
         .call(&ipc::Invlpg { gva })
-        .map_err(|e| StopReason::Mmu {
-            request: e.request,
-            error: e.error,
-        })?;
+        .map_err(StopReason::from)?;
     vm.apply_root(
         reply.root_hpa,
         reply.root_level,
@@ -417,16 +411,5 @@ fn wrmsr<T: Transport>(vm: &mut Vm<T>, exit: &VmExit) -> Handled {
         cpu_model::MSR_APIC_BASE => Ok(()),
         _ => Err(CrFault::GeneralProtection("unknown MSR")),
     };
-    match result {
-        Ok(()) => {
-            vm.cpu.advance_rip(exit.instruction_len);
-            vm.emulated += 1;
-            Ok(Next::Resume)
-        }
-        Err(CrFault::GeneralProtection(_)) => {
-            vm.inject_gp0();
-            Ok(Next::Resume)
-        }
-        Err(CrFault::Unsupported(what)) => Err(StopReason::Unsupported { what }),
-    }
+    complete(vm, exit, result)
 }

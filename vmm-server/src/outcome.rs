@@ -50,6 +50,15 @@ pub struct Failure {
     pub len: u8,
 }
 
+impl From<crate::mmu_client::MmuCallError> for StopReason {
+    fn from(e: crate::mmu_client::MmuCallError) -> StopReason {
+        StopReason::Mmu {
+            request: e.request,
+            error: e.error,
+        }
+    }
+}
+
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

@@ -468,10 +468,7 @@ impl<T: Transport> Vm<T> {
                 reg: ipc::CrRegister::Cr3 as u32,
                 reserved: 0,
             })
-            .map_err(|e| StopReason::Mmu {
-                request: e.request,
-                error: e.error,
-            })?;
+            .map_err(StopReason::from)?;
         self.mmu_cr3 = live;
         self.apply_root(reply.root_hpa, reply.root_level, reply.flush, None)
     }
@@ -618,10 +615,7 @@ impl<T: Transport> Vm<T> {
                 qualification,
                 rip: self.cpu.rip(),
             })
-            .map_err(|e| StopReason::Mmu {
-                request: e.request,
-                error: e.error,
-            })?;
+            .map_err(StopReason::from)?;
         match reply.outcome() {
             Ok(ipc::FaultOutcome::Fixed | ipc::FaultOutcome::Retry) => {}
             Ok(ipc::FaultOutcome::Mmio) => return Err(StopReason::UnbackedAccess { gpa }),

@@ -92,20 +92,7 @@ impl Vcpu {
     /// half, 8/16-bit writes merge (SDM Vol. 1 3.4.1.1).
     #[inline(always)]
     pub(crate) fn set_reg(&mut self, r: Register, v: u64) {
-        let s = REG_SLOTS[r as usize];
-        let g = &mut self.gpr[s.idx as usize & 15];
-        match s.size {
-            8 => *g = v,
-            4 => *g = v & 0xffff_ffff,
-            2 => *g = (*g & !0xffff) | (v & 0xffff),
-            _ => {
-                if s.high8 {
-                    *g = (*g & !0xff00) | ((v & 0xff) << 8)
-                } else {
-                    *g = (*g & !0xff) | (v & 0xff)
-                }
-            }
-        }
+        self.slot_set(REG_SLOTS[r as usize], v)
     }
 
     /// Writes the low `size` bytes of GPR `idx` with the same width rules.
