@@ -343,6 +343,13 @@ pub struct CapturingHost {
     pub waited_ms: u64,
 }
 
+impl CapturingHost {
+    /// The COM1 output as text (invalid UTF-8 replaced).
+    pub fn serial_text(&self) -> String {
+        String::from_utf8_lossy(&self.serial).into_owned()
+    }
+}
+
 impl vmm_server::devices::SerialSink for CapturingHost {
     fn put(&mut self, byte: u8) {
         self.serial.push(byte);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod capvisor;
 pub mod guests;
 
 /// The repository root (the parent of this crate).

@@ -22,23 +22,12 @@ const MAX_INSTRUCTIONS: u64 = 200_000_000;
 fn config(image: &Path, cmdline: &str, mode: MmuMode) -> RunConfig {
     let mut vm = VmConfig::new(mode);
     vm.max_instructions = Some(MAX_INSTRUCTIONS);
-    RunConfig {
-        append: cmdline.to_string(),
-        mem: 128 << 20,
-        pool: 16 << 20,
-        ..RunConfig::new(
-            std::fs::read(image).expect("guest image readable"),
-            image.to_string_lossy().into_owned(),
-            vm,
-        )
-    }
+    capvisor_tests::capvisor::run_config(image, cmdline, vm)
 }
 
 fn run(cfg: &RunConfig) -> (RunResult, String) {
-    let mut host = CapturingHost::default();
-    let result =
-        runtime::run(cfg, &mut host).unwrap_or_else(|e| panic!("run failed to start: {e}"));
-    (result, String::from_utf8_lossy(&host.serial).into_owned())
+    let (result, host) = capvisor_tests::capvisor::run(cfg);
+    (result, host.serial_text())
 }
 
 fn check_case(case: &GuestCase, mode: MmuMode) {

@@ -24,9 +24,10 @@
 //! fire inside the steps.
 
 use capvisor::ipc::{self, MmuMode};
-use capvisor::runtime::{self, CapturingHost, NxHugePages, RunConfig, RunResult};
+use capvisor::runtime::{NxHugePages, RunConfig, RunResult};
 use capvisor::vmm_server::stats::Checkpoint;
 use capvisor::vmm_server::{VmConfig, VmOutcome};
+use capvisor_tests::capvisor::{run, run_config};
 use capvisor_tests::guests;
 
 const PERIOD_MS: u64 = 400;
@@ -50,15 +51,10 @@ fn hugeexec_once(mode: MmuMode, disable: bool) -> (RunResult, String) {
         grant_nx_huge_page_control: disable,
         nx_recovery_ratio: Some(1),
         nx_recovery_period_ms: Some(PERIOD_MS),
-        ..RunConfig::new(
-            std::fs::read(&image).unwrap(),
-            image.to_string_lossy().into_owned(),
-            vm,
-        )
+        ..run_config(&image, "", vm)
     };
-    let mut host = CapturingHost::default();
-    let r = runtime::run(&cfg, &mut host).expect("hugeexec starts");
-    let serial = String::from_utf8_lossy(&host.serial).into_owned();
+    let (r, host) = run(&cfg);
+    let serial = host.serial_text();
     // The guest checks every byte it reads and every value its code returns, after
     // every step: no data or correctness lost across splits and recoveries.
     assert_eq!(r.outcome, VmOutcome::Exited { status: 1 }, "{serial}");
@@ -215,13 +211,9 @@ fn without_the_grant_the_table_is_the_mitigations() {
     let cfg = RunConfig {
         nx_huge_pages: NxHugePages::On,
         nx_recovery_ratio: Some(0),
-        ..RunConfig::new(
-            std::fs::read(&image).unwrap(),
-            image.to_string_lossy().into_owned(),
-            vm,
-        )
+        ..run_config(&image, "", vm)
     };
-    let r = runtime::run(&cfg, &mut CapturingHost::default()).unwrap();
+    let (r, _) = run(&cfg);
     assert_eq!(r.outcome, VmOutcome::Exited { status: 1 });
     assert_eq!(
         r.nx_disable.map(|x| x.map_err(|e| e.error)),

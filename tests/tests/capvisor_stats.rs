@@ -12,8 +12,9 @@
 //! writes, whatever their number.
 
 use capvisor::ipc::MmuMode;
-use capvisor::runtime::{self, CapturingHost, RunConfig, RunResult};
+use capvisor::runtime::RunResult;
 use capvisor::vmm_server::{Cr0WpPolicy, VmConfig, VmOutcome};
+use capvisor_tests::capvisor::{run, run_config};
 use capvisor_tests::guests;
 
 /// kernexec runs 3 processes; every system call is one open/close-kernel pair.
@@ -29,19 +30,9 @@ fn kernexec_in(mode: MmuMode, iters: u64, wp: Cr0WpPolicy, root_reuse: bool) -> 
     vm.cr0_wp = wp;
     vm.root_reuse = root_reuse;
     vm.max_instructions = Some(500_000_000);
-    let cfg = RunConfig {
-        append: format!("iters={iters} ws=4"),
-        mem: 128 << 20,
-        pool: 16 << 20,
-        ..RunConfig::new(
-            std::fs::read(&image).unwrap(),
-            image.to_string_lossy().into_owned(),
-            vm,
-        )
-    };
-    let mut host = CapturingHost::default();
-    let r = runtime::run(&cfg, &mut host).expect("kernexec starts");
-    let serial = String::from_utf8_lossy(&host.serial).into_owned();
+    let cfg = run_config(&image, &format!("iters={iters} ws=4"), vm);
+    let (r, host) = run(&cfg);
+    let serial = host.serial_text();
     assert_eq!(r.outcome, VmOutcome::Exited { status: 1 }, "{serial}");
     assert!(
         serial.contains(&format!("{} open/close-kernel pairs", PROCESSES * iters)),
@@ -114,18 +105,7 @@ fn hugeexec_checkpoints_record_the_mmu_statistics_at_each_step() {
     for mode in [MmuMode::Tdp, MmuMode::Shadow] {
         let mut vm = VmConfig::new(mode);
         vm.max_instructions = Some(500_000_000);
-        let cfg = RunConfig {
-            append: String::new(),
-            mem: 128 << 20,
-            pool: 16 << 20,
-            ..RunConfig::new(
-                std::fs::read(&image).unwrap(),
-                image.to_string_lossy().into_owned(),
-                vm,
-            )
-        };
-        let mut host = CapturingHost::default();
-        let r = runtime::run(&cfg, &mut host).expect("hugeexec starts");
+        let (r, host) = run(&run_config(&image, "", vm));
         assert_eq!(r.outcome, VmOutcome::Exited { status: 1 }, "{mode:?}");
         let steps: Vec<u32> = r.checkpoints.iter().map(|c| c.step).collect();
         assert_eq!(steps, (1..=7).collect::<Vec<_>>(), "{mode:?}");
