@@ -12,13 +12,6 @@ fn mov_cr(cr: u64, from: bool, gpr: u64) -> u64 {
     cr | ((from as u64) << 4) | (gpr << 8)
 }
 
-fn machine(f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Machine {
-    let mut m = Machine::new();
-    m.code64(CODE, f);
-    m.long_mode(CODE);
-    m
-}
-
 #[test]
 fn reads_see_owned_bits_real_and_host_bits_from_the_shadow() {
     let mut m = machine(|a| {

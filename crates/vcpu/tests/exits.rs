@@ -9,13 +9,6 @@ use iced_x86::Mnemonic;
 use support::*;
 use vcpu::{ExitReason, Gpr};
 
-fn machine(f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Machine {
-    let mut m = Machine::new();
-    m.code64(CODE, f);
-    m.long_mode(CODE);
-    m
-}
-
 #[test]
 fn io_exits_describe_port_size_and_direction() {
     let mut m = machine(|a| {

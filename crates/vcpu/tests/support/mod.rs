@@ -180,6 +180,14 @@ impl Machine {
     }
 }
 
+/// A machine in 64-bit mode about to run the code `f` assembles at [`CODE`].
+pub fn machine(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Machine {
+    let mut m = Machine::new();
+    m.code64(CODE, f);
+    m.long_mode(CODE);
+    m
+}
+
 pub fn asm(
     bitness: u32,
     at: u64,
