@@ -1,21 +1,12 @@
 //! The decoder never trusts its input: any bytes decode to a request or an error,
 //! never a panic; every well-formed request round-trips; errors are specific.
 
+mod common;
+
+use common::{encode, framed};
 use ipc::*;
 use proptest::prelude::*;
 use zerocopy::IntoBytes;
-
-fn framed(label: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = label.to_le_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
-
-fn encode<R: Request>(r: &R) -> Vec<u8> {
-    let mut buf = [0u8; MAX_MSG_BYTES];
-    let n = encode_request(r, &mut buf).unwrap();
-    buf[..n].to_vec()
-}
 
 #[test]
 fn round_trip_every_request_kind() {

@@ -1,20 +1,11 @@
 //! The NX-huge-page messages (issue 5): stable labels, range checks, round trips, and
 //! the badge bits the server reads.
 
+mod common;
+
+use common::{encode, framed};
 use ipc::*;
 use zerocopy::IntoBytes;
-
-fn framed(label: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = label.to_le_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
-
-fn encode<R: Request>(r: &R) -> Vec<u8> {
-    let mut buf = [0u8; MAX_MSG_BYTES];
-    let n = encode_request(r, &mut buf).unwrap();
-    buf[..n].to_vec()
-}
 
 #[test]
 fn labels_are_stable_and_follow_the_old_ones() {
