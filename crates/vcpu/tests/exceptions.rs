@@ -370,13 +370,7 @@ fn protected_mode_32bit_idt_delivery() {
         a.mov(edi, esp)?;
         a.hlt()
     });
-    m.cpu.reset_multiboot(CODE as u32, 0);
-    m.cpu
-        .set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
-    m.cpu.set_gdtr(vcpu::DescriptorTable {
-        base: GDT,
-        limit: 0x47,
-    });
+    m.protected_mode32(0x47);
     m.cpu.set_idtr(vcpu::DescriptorTable {
         base: IDT,
         limit: 0x7ff,
@@ -448,13 +442,7 @@ fn sysenter_and_sysexit_round_trip_in_protected_mode() {
         a.mov(esi, esp)?;
         a.hlt()
     });
-    m.cpu.reset_multiboot(CODE as u32, 0);
-    m.cpu
-        .set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
-    m.cpu.set_gdtr(vcpu::DescriptorTable {
-        base: GDT,
-        limit: 0x5f,
-    });
+    m.protected_mode32(0x5f);
     m.cpu
         .write_msr(vcpu::msr::IA32_SYSENTER_CS, KCODE32 as u64)
         .unwrap();

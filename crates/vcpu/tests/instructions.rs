@@ -243,15 +243,7 @@ fn segment_loads_and_far_return_in_protected_mode() {
         a.mov(bx, 0x4b)?; // an index past the GDT limit
         a.hlt()
     });
-    m.cpu.reset_multiboot(CODE as u32, 0);
-    m.cpu.set_segment(
-        vcpu::SegReg::Cs,
-        vcpu::Segment::flat(KCODE32, true, 0, false),
-    );
-    m.cpu.set_gdtr(vcpu::DescriptorTable {
-        base: GDT,
-        limit: 0x47,
-    });
+    m.protected_mode32(0x47);
     let exit = m.run();
     assert_eq!(exit.reason, ExitReason::Hlt, "{exit:?}");
     assert_eq!(exit.rip, CODE + 0x44);

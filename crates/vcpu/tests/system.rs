@@ -5,7 +5,7 @@ mod support;
 
 use iced_x86::code_asm::*;
 use support::*;
-use vcpu::{cr4, msr, ExitReason, Gpr, SegReg, Segment};
+use vcpu::{cr4, msr, ExitReason, Gpr, SegReg};
 
 fn run64(
     f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
@@ -276,13 +276,7 @@ fn iretd_to_ring3_and_int_back_in_protected_mode() {
         a.mov(edi, esp)?;
         a.hlt()
     });
-    m.cpu.reset_multiboot(CODE as u32, 0);
-    m.cpu
-        .set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
-    m.cpu.set_gdtr(vcpu::DescriptorTable {
-        base: GDT,
-        limit: 0x4f,
-    });
+    m.protected_mode32(0x4f);
     m.cpu.set_idtr(vcpu::DescriptorTable {
         base: IDT,
         limit: 0x7ff,

@@ -150,6 +150,18 @@ impl Machine {
         c.set_rflags(0x2);
     }
 
+    /// 32-bit protected mode at [`CODE`] as a multiboot loader leaves the CPU, with CS
+    /// the flat [`KCODE32`] descriptor of the GDT at [`GDT`] (limit `gdt_limit`).
+    pub fn protected_mode32(&mut self, gdt_limit: u16) {
+        self.cpu.reset_multiboot(CODE as u32, 0);
+        self.cpu
+            .set_segment(SegReg::Cs, Segment::flat(KCODE32, true, 0, false));
+        self.cpu.set_gdtr(DescriptorTable {
+            base: GDT,
+            limit: gdt_limit,
+        });
+    }
+
     /// Assembles 64-bit code at `at`, writes it, returns its length.
     pub fn code64(
         &mut self,
