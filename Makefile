@@ -70,11 +70,16 @@ sel4-image: kernel root-task sel4-system
 # build/pd-any-cpu/<elf>.elf; each spec of SYSTEM_SPECS (root-task/specs/<name>.toml)
 # becomes build/specs/<name>.capdl.bin and a root task build/system-<name>.elf, and
 # those of SYSTEM_SPECS_ANY_CPU also build/system-<name>-any-cpu.elf.
+# The vmm-server PD (root-task/vmm-server-pd, ELF vmm_server) embeds the guest images
+# (so it needs `make guests`) and is built for qemu-tcg only: the specs that run
+# guests on seL4 (VM_SPECS) boot on `-cpu max`.
 .PHONY: sel4-pds sel4-specs sel4-system
 SEL4_PDS := uart uart_faulty timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
-SYSTEM_SPECS := system-test fault-test too-big-test bad-device-test mmu-test restart-test uart-restart-test hpet-test
+SEL4_PDS_QEMU_TCG := vmm_server
+VM_SPECS := demo vm-tdp vm-shadow isolation nx kill vm-failure
+SYSTEM_SPECS := system-test fault-test too-big-test bad-device-test mmu-test restart-test uart-restart-test hpet-test $(VM_SPECS)
 SYSTEM_SPECS_ANY_CPU := system-test mmu-test
-sel4-pds: deps
+sel4-pds: deps guests
 	@for cfg in qemu-tcg any-cpu; do \
 	    out=build/pd; [ $$cfg = qemu-tcg ] || out=build/pd-$$cfg; \
 	    (cd root-task && SEL4_KERNEL_CONFIG=$$cfg $(CARGO) build --release --target-dir $(ROOT_TASK_TARGET_DIR)/$$cfg \
@@ -83,6 +88,11 @@ sel4-pds: deps
 	    for p in $(SEL4_PDS); do \
 	        objcopy --strip-all $(ROOT_TASK_TARGET_DIR)/$$cfg/x86_64-unknown-none/release/$$p $$out/$$p.elf || exit 1; \
 	    done; \
+	done
+	(cd root-task && CAPVISOR_GUEST_DIR=$(CURDIR)/build/guests SEL4_KERNEL_CONFIG=qemu-tcg $(CARGO) build --release \
+	    --target-dir $(ROOT_TASK_TARGET_DIR)/qemu-tcg -p vmm-server-pd)
+	@for p in $(SEL4_PDS_QEMU_TCG); do \
+	    objcopy --strip-all $(ROOT_TASK_TARGET_DIR)/qemu-tcg/x86_64-unknown-none/release/$$p build/pd/$$p.elf || exit 1; \
 	done
 sel4-specs: deps
 	@mkdir -p build/specs
@@ -110,15 +120,28 @@ capdl-bin:
 	@mkdir -p build
 	$(CARGO) run -q -p capdl -- binary capdl/system.toml -o build/system.capdl.bin
 
-# `make run` (host runtime, host/ and vmm-server/): builds the demo guest and boots it
-# under `capvisor run`. The guest exits through isa-debug-exit with 0, which QEMU and
+# `make run`: builds everything and boots seL4 in QEMU with the demo system
+# (root-task/specs/demo.toml: the UART and timer driver PDs, the mmu-server PD, and one
+# vmm-server PD running kernexec on the software vCPU under TDP). The guest's lines
+# appear as "[vm demo] ..."; its isa-debug-exit value 0 ends QEMU with status
+# (0 << 1) | 1 = 1: that is success here. Everything runs under QEMU's TCG.
+.PHONY: run run-host
+RUN_TIMEOUT ?= 300
+run: kernel sel4-system
+	@status=0; timeout $(RUN_TIMEOUT) qemu-system-x86_64 -accel tcg -cpu max -m 512 -display none -monitor none \
+	    -no-reboot -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+	    -kernel build/kernel/kernel32.elf -initrd build/system-demo.elf || status=$$?; \
+	if [ $$status -eq 1 ]; then echo "make run: the demo VM passed on seL4 (guest exit status 1 = success)"; \
+	else echo "make run: the demo VM failed on seL4 (status $$status)"; exit 1; fi
+
+# `make run-host` (host runtime, host/ and vmm-server/): builds the demo guest and boots
+# it under `capvisor run`. The guest exits through isa-debug-exit with 0, which QEMU and
 # capvisor report as status (0 << 1) | 1 = 1: that is success here. Override the guest
-# or the options with e.g. `make run RUN_GUEST=ptwrite RUN_ARGS="--mmu shadow"`.
-.PHONY: run
+# or the options with e.g. `make run-host RUN_GUEST=ptwrite RUN_ARGS="--mmu shadow"`.
 RUN_GUEST ?= kernexec
 RUN_ARGS ?=
-run: guests
+run-host: guests
 	$(CARGO) build -q -p capvisor
 	@status=0; $(CARGO) run -q -p capvisor -- run $(RUN_ARGS) build/guests/$(RUN_GUEST).elf || status=$$?; \
-	if [ $$status -eq 1 ]; then echo "make run: $(RUN_GUEST) passed (guest exit status 1 = success)"; \
-	else echo "make run: $(RUN_GUEST) failed (status $$status)"; exit 1; fi
+	if [ $$status -eq 1 ]; then echo "make run-host: $(RUN_GUEST) passed (guest exit status 1 = success)"; \
+	else echo "make run-host: $(RUN_GUEST) failed (status $$status)"; exit 1; fi

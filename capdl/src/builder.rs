@@ -383,11 +383,15 @@ pub fn build(system: &System) -> Result<Spec, BuildError> {
         .iter()
         .enumerate()
         .map(|(i, vm)| {
+            let mut cfg = system.vmm_server.clone();
+            if let Some(prio) = vm.priority {
+                cfg.priority = prio;
+            }
             b.protection_domain(
                 &format!("vmm_{}", vm.name),
                 PdKind::VmmServer,
                 Some(i as u32),
-                &system.vmm_server,
+                &cfg,
             )
         })
         .collect();
@@ -422,6 +426,9 @@ pub fn build(system: &System) -> Result<Spec, BuildError> {
         }
         if vm.debug_exit {
             flags |= vm_flags::DEBUG_EXIT;
+        }
+        if vm.disable_nx_huge_pages {
+            flags |= vm_flags::DISABLE_NX_HUGE_PAGES;
         }
         b.spec.vms.push(VmInfo {
             name: vm.name.clone(),

@@ -78,4 +78,6 @@ pub struct RawVm {
     #[serde(default)]
     pub caps: Vec<String>,
     pub debug_exit: Option<bool>,
+    pub disable_nx_huge_pages: Option<bool>,
+    pub priority: Option<i64>,
 }

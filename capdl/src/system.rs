@@ -126,6 +126,11 @@ pub struct Vm {
     pub caps: Vec<Capability>,
     /// Holds the isa-debug-exit I/O ports.
     pub debug_exit: bool,
+    /// The vmm-server asks the mmu-server to disable the NX-huge-page mitigation for
+    /// this VM (through `NxHugePageControl` when granted; refused otherwise).
+    pub disable_nx_huge_pages: bool,
+    /// This VM's vmm-server priority, instead of `[vmm_server] priority`.
+    pub priority: Option<u8>,
 }
 
 impl Vm {
@@ -650,6 +655,11 @@ fn vm(i: usize, raw: &RawVm) -> Result<(Vm, Option<u16>), SpecError> {
         root_reuse: raw.root_reuse.unwrap_or(true),
         caps,
         debug_exit: raw.debug_exit.unwrap_or(false),
+        disable_nx_huge_pages: raw.disable_nx_huge_pages.unwrap_or(false),
+        priority: match raw.priority {
+            None => None,
+            Some(prio) => Some(ranged(&p("priority"), Some(prio), 1, 1, PRIORITY_MAX)? as u8),
+        },
     };
     Ok((vm, id))
 }

@@ -273,9 +273,15 @@ fn print_header(spec: &Spec, out: &mut String) {
         if vm.flags & vm_flags::NX_HUGE_PAGE_CONTROL != 0 {
             caps.push("NxHugePageControl");
         }
+        // Only when asked, so that specs without the request print as before.
+        let disable_nx = if vm.flags & vm_flags::DISABLE_NX_HUGE_PAGES != 0 {
+            ", disable_nx_huge_pages"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "-- vm {} id {}: {} RAM, mmu {}, cr0_wp {}, root_reuse {}, debug_exit {}, caps [{}], image \"{}\", cmdline \"{}\"",
+            "-- vm {} id {}: {} RAM, mmu {}, cr0_wp {}, root_reuse {}, debug_exit {}, caps [{}]{disable_nx}, image \"{}\", cmdline \"{}\"",
             vm.name,
             vm.id,
             format_size(vm.memory),

@@ -114,24 +114,6 @@ pub struct Vm<T: Transport> {
     /// The CR3 the mmu-server was last told (see [`Vm::sync_mmu_cr3`]).
     pub(crate) mmu_cr3: u64,
     nx_disable: Option<Result<(), MmuCallError>>,
-    /// The `NxHugePageControl` capability, if the VM holds it.
-    nx_cap: Option<MmuClient<T>>,
-}
-
-fn invoke_nx_control<T: Transport>(
-    mmu: &mut MmuClient<T>,
-    cap: Option<&mut MmuClient<T>>,
-    request: &ipc::DisableNxHugePages,
-) -> Result<(), MmuCallError> {
-    match cap {
-        Some(cap) => {
-            let before = cap.calls();
-            let result = cap.call(request).map(|_| ());
-            mmu.add_calls(cap.calls() - before);
-            result
-        }
-        None => mmu.call(request).map(|_| ()),
-    }
 }
 
 impl<T: Transport> Vm<T> {
@@ -158,7 +140,8 @@ impl<T: Transport> Vm<T> {
         ram: PhysRam,
     ) -> Result<Vm<T>, VmError> {
         cfg.validate().map_err(VmError::Config)?;
-        let mut mmu = MmuClient::new(transport);
+        // The client also holds the NxHugePageControl capability, if granted.
+        let mut mmu = MmuClient::with_nx_capability(transport, caps.nx_huge_page_control);
         mmu.call(&ipc::CreateVm {
             mmu_mode: cfg.mmu_mode as u32,
             root_reuse: cfg.root_reuse as u32,
@@ -172,20 +155,15 @@ impl<T: Transport> Vm<T> {
             kind: ipc::SlotKind::Ram as u32,
             reserved: 0,
         })?;
-        let mut nx_cap = caps.nx_huge_page_control.map(MmuClient::new);
         // An invocation of the NxHugePageControl capability, before the vCPU exists.
         // Refusals are reported to the user (`nx_disable_result`), and the VM goes on
         // with the mitigation.
         let nx_disable = cfg.disable_nx_huge_pages.then(|| {
-            invoke_nx_control(
-                &mut mmu,
-                nx_cap.as_mut(),
-                &ipc::DisableNxHugePages {
-                    flags: cfg.nx_disable_flags,
-                    reserved: 0,
-                    arg: cfg.nx_disable_arg,
-                },
-            )
+            mmu.invoke_nx_control(&ipc::DisableNxHugePages {
+                flags: cfg.nx_disable_flags,
+                reserved: 0,
+                arg: cfg.nx_disable_arg,
+            })
         });
         let cpu = Vcpu::new();
         mmu.call(&ipc::VcpuCreated {})?;
@@ -204,7 +182,6 @@ impl<T: Transport> Vm<T> {
             mmu_cr3: 0,
             paging_dirty: true,
             nx_disable,
-            nx_cap,
         })
     }
 
@@ -217,7 +194,12 @@ impl<T: Transport> Vm<T> {
         &mut self,
         request: &ipc::DisableNxHugePages,
     ) -> Result<(), MmuCallError> {
-        invoke_nx_control(&mut self.mmu, self.nx_cap.as_mut(), request)
+        self.mmu.invoke_nx_control(request)
+    }
+
+    /// Times the VM's MMU state was re-created because the mmu-server restarted.
+    pub fn mmu_recreations(&self) -> u32 {
+        self.mmu.recreations()
     }
 
     /// The result of the `--disable-nx-huge-pages` request, if one was made.
@@ -289,6 +271,16 @@ impl<T: Transport> Vm<T> {
                     );
                 }
                 self.cpu.controls.budget = Some(limit - done);
+            }
+            // The mmu-server restarted and the VM's MMU state was re-created (during
+            // the last exit's requests): run on the new root, with a clean TLB.
+            if let Some(root) = self.mmu.take_recreated() {
+                self.paging_dirty = true;
+                if let Err(reason) =
+                    self.apply_root(root.root_hpa, root.root_level, root.flush, None)
+                {
+                    return VmOutcome::Failed(self.failure(reason));
+                }
             }
             let exit = self.cpu.run(self.ram.map());
             self.exits.record(exit.reason);

@@ -19,12 +19,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// First bytes of a filled boot-parameter frame.
 pub const BOOT_MAGIC: [u8; 8] = *b"CVBOOT\0\0";
-/// Version of [`BootParams`] this crate reads and writes.
-pub const BOOT_VERSION: u32 = 1;
+/// Version of [`BootParams`] this crate reads and writes (2: the TSC frequency, the
+/// VM's name and its guest image's name).
+pub const BOOT_VERSION: u32 = 2;
 /// `BootParams::irq` of a PD without an IRQ.
 pub const NO_IRQ: u8 = 0xff;
 /// Longest VM command line carried (the spec allows 255 bytes).
 pub const CMDLINE_MAX: usize = 255;
+/// Longest VM name or guest image name carried (the spec allows 32 bytes for a VM
+/// name and 128 for an image name).
+pub const NAME_MAX: usize = 128;
 
 /// One contiguous region: where it starts in host-physical memory and how long it is.
 #[derive(
@@ -92,7 +96,9 @@ pub struct BootParams {
     /// For a vmm-server, its VM's index in `vms`; else `u32::MAX`.
     pub vm_index: U32,
     pub nx_recovery_ratio: U32,
-    pub reserved1: [u8; 4],
+    /// The TSC frequency in MHz the kernel measured at boot (0: unknown); a PD that
+    /// must wait for a while without a timer of its own counts TSC ticks.
+    pub tsc_mhz: U32,
     pub nx_recovery_period_ms: U64,
     /// The page-table pool (zero bytes if the PD does not map it).
     pub pool: Region,
@@ -106,6 +112,14 @@ pub struct BootParams {
     pub vms: [BootVm; MAX_VMS],
     /// The multiboot command line of this PD's VM (vmm-servers), UTF-8.
     pub cmdline: [u8; CMDLINE_MAX + 1],
+    /// Length of `vm_name` in bytes.
+    pub vm_name_len: U32,
+    /// Length of `image` in bytes.
+    pub image_len: U32,
+    /// The name of this PD's VM (vmm-servers), as in the spec.
+    pub vm_name: [u8; NAME_MAX],
+    /// The name of this PD's VM's guest image (`image` in the spec), UTF-8.
+    pub image: [u8; NAME_MAX],
 }
 
 /// Why a boot-parameter frame cannot be read.
@@ -133,7 +147,7 @@ impl BootParams {
             irq: NO_IRQ,
             vm_index: U32::new(u32::MAX),
             nx_recovery_ratio: U32::new(0),
-            reserved1: [0; 4],
+            tsc_mhz: U32::new(0),
             nx_recovery_period_ms: U64::new(0),
             pool: Region::default(),
             vm_count: U32::new(0),
@@ -143,6 +157,10 @@ impl BootParams {
             cmdline_len: U32::new(0),
             vms: [BootVm::default(); MAX_VMS],
             cmdline: [0; CMDLINE_MAX + 1],
+            vm_name_len: U32::new(0),
+            image_len: U32::new(0),
+            vm_name: [0; NAME_MAX],
+            image: [0; NAME_MAX],
         }
     }
 
@@ -172,6 +190,14 @@ impl BootParams {
         {
             return Err(BootParamsError::BadField("cmdline"));
         }
+        for (field, bytes, len) in [
+            ("vm_name", &p.vm_name, p.vm_name_len.get()),
+            ("image", &p.image, p.image_len.get()),
+        ] {
+            if len as usize > NAME_MAX || core::str::from_utf8(&bytes[..len as usize]).is_err() {
+                return Err(BootParamsError::BadField(field));
+            }
+        }
         Ok(p)
     }
 
@@ -184,6 +210,30 @@ impl BootParams {
         self.cmdline = [0; CMDLINE_MAX + 1];
         self.cmdline[..n].copy_from_slice(&cmdline.as_bytes()[..n]);
         self.cmdline_len = U32::new(n as u32);
+    }
+
+    /// Sets the VM's name and its guest image's name (each cut at [`NAME_MAX`] bytes).
+    pub fn set_names(&mut self, vm_name: &str, image: &str) {
+        let (n, bytes) = cut(vm_name, NAME_MAX);
+        self.vm_name = [0; NAME_MAX];
+        self.vm_name[..n].copy_from_slice(bytes);
+        self.vm_name_len = U32::new(n as u32);
+        let (n, bytes) = cut(image, NAME_MAX);
+        self.image = [0; NAME_MAX];
+        self.image[..n].copy_from_slice(bytes);
+        self.image_len = U32::new(n as u32);
+    }
+
+    /// This PD's VM's name (vmm-servers; empty otherwise).
+    pub fn vm_name(&self) -> &str {
+        let n = (self.vm_name_len.get() as usize).min(NAME_MAX);
+        core::str::from_utf8(&self.vm_name[..n]).unwrap_or("")
+    }
+
+    /// The name of this PD's VM's guest image (vmm-servers; empty otherwise).
+    pub fn image(&self) -> &str {
+        let n = (self.image_len.get() as usize).min(NAME_MAX);
+        core::str::from_utf8(&self.image[..n]).unwrap_or("")
     }
 
     pub fn pd_kind(&self) -> PdKind {
@@ -213,6 +263,15 @@ impl BootParams {
     }
 }
 
+/// `s` cut at `max` bytes on a character boundary: the length and the bytes.
+fn cut(s: &str, max: usize) -> (usize, &[u8]) {
+    let mut n = s.len().min(max);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    (n, &s.as_bytes()[..n])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +293,8 @@ mod tests {
             bytes: U64::new(4 << 20),
         };
         p.set_cmdline("fault now");
+        p.set_names("demo", "kernexec");
+        p.tsc_mhz = U32::new(2000);
         let mut frame = [0u8; 4096];
         frame[..core::mem::size_of::<BootParams>()].copy_from_slice(p.as_bytes());
         let q = BootParams::read(&frame).unwrap();
@@ -242,6 +303,24 @@ mod tests {
         assert_eq!(q.own_vm().unwrap().id.get(), 7);
         assert_eq!(q.own_vm().unwrap().ram.hpa.get(), 0x4000_0000);
         assert_eq!(q.cmdline(), "fault now");
+        assert_eq!((q.vm_name(), q.image()), ("demo", "kernexec"));
+        assert_eq!(q.tsc_mhz.get(), 2000);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_refused() {
+        let mut p = BootParams::new(0, PdKind::VmmServer);
+        p.image = [0xff; NAME_MAX];
+        p.image_len = U32::new(2);
+        assert_eq!(
+            BootParams::read(p.as_bytes()).err(),
+            Some(BootParamsError::BadField("image"))
+        );
+        p.image_len = U32::new(NAME_MAX as u32 + 1);
+        assert_eq!(
+            BootParams::read(p.as_bytes()).err(),
+            Some(BootParamsError::BadField("image"))
+        );
     }
 
     #[test]

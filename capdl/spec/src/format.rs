@@ -223,7 +223,11 @@ pub mod vm_flags {
     pub const NX_HUGE_PAGE_CONTROL: u8 = 1 << 2;
     /// Holds the isa-debug-exit I/O port capability.
     pub const DEBUG_EXIT: u8 = 1 << 3;
-    pub const ALL: u8 = CR0_WP_GUEST_OWNED | ROOT_REUSE | NX_HUGE_PAGE_CONTROL | DEBUG_EXIT;
+    /// The vmm-server asks to disable the NX-huge-page mitigation for its VM (an
+    /// invocation of `NxHugePageControl` when granted, refused otherwise).
+    pub const DISABLE_NX_HUGE_PAGES: u8 = 1 << 4;
+    pub const ALL: u8 =
+        CR0_WP_GUEST_OWNED | ROOT_REUSE | NX_HUGE_PAGE_CONTROL | DEBUG_EXIT | DISABLE_NX_HUGE_PAGES;
 }
 
 macro_rules! byte_enum {

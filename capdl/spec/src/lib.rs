@@ -20,6 +20,7 @@ pub mod format;
 pub mod layout;
 mod reader;
 pub mod slot;
+pub mod supervisor;
 
 pub use format::*;
 pub use reader::{FormatError, SpecView};

@@ -16,6 +16,8 @@
 //! - [`console`]: the "print these bytes" protocol of the UART driver PD and its client;
 //! - [`logger`]: a [`log`] logger over the console (or, for the UART PD itself, over
 //!   its own device);
+//! - [`heap`]: a fixed bump heap for PDs that link allocating code (the vmm-server);
+//! - [`done`]: tells the supervisor this PD has finished, and never returns;
 //! - a panic handler that prints through `seL4_DebugPutChar` and then *faults*
 //!   (`ud2`), so the supervisor on the fault endpoint sees the PD die with its
 //!   registers rather than a PD that silently spins.
@@ -23,6 +25,7 @@
 
 pub mod bytes;
 pub mod console;
+pub mod heap;
 pub mod ipc_transport;
 pub mod logger;
 #[cfg(target_os = "none")]
@@ -50,6 +53,23 @@ macro_rules! declare_main {
             main(params)
         }
     };
+}
+
+/// Tells the supervisor that this PD has finished with `status`
+/// (`capdl_spec::supervisor::LABEL_PD_DONE`) and blocks forever: the supervisor never
+/// answers, so the PD never runs again, and it is not reported as a fault.
+#[cfg(target_arch = "x86_64")]
+pub fn done(status: u64) -> ! {
+    let ep: sel4::Cap<sel4::cap_type::Endpoint> = sel4::Cap::from_bits(slot::common::FAULT_EP);
+    loop {
+        sel4::set_mr(0, status);
+        ep.call(sel4::MessageInfo::new(
+            capdl_spec::supervisor::LABEL_PD_DONE,
+            0,
+            0,
+            1,
+        ));
+    }
 }
 
 /// Stops this PD by faulting: the kernel sends a UserException (invalid opcode) to

@@ -115,10 +115,20 @@ pub fn run(mut running: Running) -> ! {
     let fault_ep: Cap<Endpoint> = running.fault_ep;
     loop {
         let (msg, badge) = fault_ep.recv();
-        let fault = Fault::decode(msg.label());
         let pd = (badge as usize)
             .checked_sub(1)
             .and_then(|i| running.pds.get_mut(i));
+        if msg.label() == capdl_spec::supervisor::LABEL_PD_DONE {
+            // A PD that finished its work (a vmm-server whose VM ended): it waits for
+            // a reply that never comes, so it never runs again.
+            let status = sel4::get_mr(0).unwrap_or(0);
+            match pd {
+                Some(pd) => info!("supervisor: PD {} finished (status {status})", pd.name),
+                None => error!("supervisor: finish message from unknown badge {badge:#x}"),
+            }
+            continue;
+        }
+        let fault = Fault::decode(msg.label());
         let Some(pd) = pd else {
             error!("supervisor: fault from unknown badge {badge:#x}: {fault}");
             continue;

@@ -98,6 +98,7 @@ impl Builder {
         p.timer_kind = h.timer_kind;
         p.nx_recovery_ratio = h.nx_recovery_ratio;
         p.nx_recovery_period_ms = h.nx_recovery_period_ms;
+        p.tsc_mhz = U32::new(self.tsc_mhz);
         if matches!(kind, PdKind::MmuServer | PdKind::VmmServer) {
             if let Some(pool) = spec
                 .objects()
@@ -137,7 +138,9 @@ impl Builder {
                 let vm = pd.vm.get() as usize;
                 add_vm(&mut p, vm)?;
                 p.vm_index = U32::new(0);
-                p.set_cmdline(spec.str(spec.vms()[vm].cmdline));
+                let record = &spec.vms()[vm];
+                p.set_cmdline(spec.str(record.cmdline));
+                p.set_names(spec.str(record.name), spec.str(record.image));
             }
             PdKind::UartDriver | PdKind::TimerDriver => {
                 // Both drivers hold their I/O ports in slot 3 (`slot::uart::PORTS`,

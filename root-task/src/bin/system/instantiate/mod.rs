@@ -71,6 +71,8 @@ pub struct Builder {
     maps: Vec<FrameMap>,
     /// The root slot for the frame copy mapped at SCRATCH.
     scratch_slot: u64,
+    /// The TSC frequency the kernel measured (boot info), for the boot parameters.
+    tsc_mhz: u32,
 }
 
 impl Builder {
@@ -100,6 +102,7 @@ impl Builder {
             vroot: vec![NONE; n as usize],
             maps: Vec::new(),
             scratch_slot,
+            tsc_mhz: u32::try_from(bi.arch_info).unwrap_or(0),
         })
     }
 
