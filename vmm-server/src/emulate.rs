@@ -688,14 +688,7 @@ pub(crate) fn string_io<T: Transport>(
     let seg = if input {
         SegReg::Es
     } else {
-        match insn.memory_segment() {
-            Register::ES => SegReg::Es,
-            Register::CS => SegReg::Cs,
-            Register::SS => SegReg::Ss,
-            Register::FS => SegReg::Fs,
-            Register::GS => SegReg::Gs,
-            _ => SegReg::Ds,
-        }
+        SegReg::from_iced(insn.memory_segment())
     };
     let linear = segment_base(vm, seg).wrapping_add(vm.cpu.gpr(index) & addr_mask);
     let len = size as u32;

@@ -97,6 +97,21 @@ impl SegReg {
         SegReg::Fs,
         SegReg::Gs,
     ];
+
+    /// The segment register iced names (`Register::ES` ... `Register::GS`); DS for
+    /// anything else, the default segment of a memory operand without an override.
+    #[inline(always)]
+    pub fn from_iced(r: iced_x86::Register) -> SegReg {
+        use iced_x86::Register;
+        match r {
+            Register::ES => SegReg::Es,
+            Register::CS => SegReg::Cs,
+            Register::SS => SegReg::Ss,
+            Register::FS => SegReg::Fs,
+            Register::GS => SegReg::Gs,
+            _ => SegReg::Ds,
+        }
+    }
 }
 
 /// Segment access rights in the VMCS format (SDM 24.4.1 Table 24-2): type 3:0, S 4,

@@ -37,14 +37,7 @@ pub(crate) enum Flow {
 
 #[inline(always)]
 pub(crate) fn seg_of(r: Register) -> SegReg {
-    match r {
-        Register::ES => SegReg::Es,
-        Register::CS => SegReg::Cs,
-        Register::SS => SegReg::Ss,
-        Register::FS => SegReg::Fs,
-        Register::GS => SegReg::Gs,
-        _ => SegReg::Ds,
-    }
+    SegReg::from_iced(r)
 }
 
 impl Vcpu {
@@ -79,13 +72,7 @@ impl Vcpu {
 
     #[inline(always)]
     pub(crate) fn reg(&self, r: Register) -> u64 {
-        let s = REG_SLOTS[r as usize];
-        let v = self.gpr[s.idx as usize & 15];
-        if s.high8 {
-            (v >> 8) & 0xff
-        } else {
-            v & size_mask(s.size)
-        }
+        self.slot_get(REG_SLOTS[r as usize])
     }
 
     /// Writes a GPR with the architectural width rules: 32-bit writes zero the upper
