@@ -24,9 +24,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::Measurement;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use ipc::*;
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -39,6 +39,20 @@ const LONG_MODE: (u64, u64, u64) = (PE | PG | WP, CR4_PAE, EFER_LME | EFER_LMA |
 fn long_mode_regs(m: &Machine, cr3: u64) -> RootReply {
     let (cr0, cr4, efer) = LONG_MODE;
     m.regs(VM, cr0, cr3, cr4, efer)
+}
+
+/// Maps `pages` 4K pages `gva.. -> gpa..` (present, writable, accessed, dirty) in the
+/// guest's 4-level tables at `cr3`, new tables from `next_table`.
+fn map_pages(m: &Machine, cr3: u64, gva: u64, gpa: u64, pages: u64, next_table: &mut u64) {
+    for p in 0..pages {
+        m.map4(
+            cr3,
+            gva + p * 0x1000,
+            gpa + p * 0x1000,
+            P | RW | A | D,
+            next_table,
+        );
+    }
 }
 
 fn mode_name(mode: MmuMode) -> &'static str {
@@ -60,16 +74,7 @@ impl WpToggle {
     fn new(mode: MmuMode, reuse: bool) -> WpToggle {
         let m = Machine::new(8 << 20, 256);
         m.vm(VM, mode, reuse);
-        let mut next = 0x10000;
-        for p in 0..WS_PAGES {
-            m.map4(
-                0x1000,
-                0x40_0000 + p * 0x1000,
-                0x20_0000 + p * 0x1000,
-                P | RW | A | D,
-                &mut next,
-            );
-        }
+        map_pages(&m, 0x1000, 0x40_0000, 0x20_0000, WS_PAGES, &mut 0x10000);
         long_mode_regs(&m, 0x1000);
         let t = WpToggle {
             m,
@@ -131,39 +136,54 @@ fn wp_toggle(c: &mut Criterion) {
     g.finish();
 }
 
-/// Times `per_round` fresh faults at a time: `reset` (untimed) makes every page fault
-/// again, then `fault(i)` for i in 0..per_round.
-fn fresh_faults(
-    iters: u64,
+/// One fault benchmark: `per_round` fresh faults at a time, `fault(i)` for i in
+/// 0..per_round, after a `zap_all` of the VM's RAM slot (`npages` from `host_base`,
+/// untimed) that makes every page fault again. Afterwards checks that what was measured
+/// is what the name says: every fault fixed by mapping a new page
+/// (`page_faults_fixed` grew by one per fault), huge (`pages_2m`) or not.
+struct FreshFaults<'a> {
+    m: &'a Machine,
     per_round: u64,
-    mut fault: impl FnMut(u64),
-    mut reset: impl FnMut(),
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut done = 0;
-    while done < iters {
-        let n = per_round.min(iters - done);
-        reset();
-        let start = Instant::now();
-        for i in 0..n {
-            fault(i);
-        }
-        total += start.elapsed();
-        done += n;
-    }
-    total
+    npages: u64,
+    host_base: u64,
+    pages_2m: bool,
 }
 
-/// What was measured must have been what the name says: every fault fixed by mapping a
-/// new page (`page_faults_fixed` grew by one per fault), and at the expected size.
-fn check_fixed(m: &Machine, before: Stats, faults: u64, pages_2m: bool, what: &str) {
-    let s = m.stats(VM);
-    assert_eq!(
-        s.page_faults_fixed - before.page_faults_fixed,
-        faults,
-        "{what}: not every fault mapped a page"
-    );
-    assert_eq!(s.pages_2m > 0, pages_2m, "{what}: page size");
+impl FreshFaults<'_> {
+    fn bench<M: Measurement<Value = Duration>>(
+        &self,
+        g: &mut BenchmarkGroup<'_, M>,
+        name: &str,
+        mut fault: impl FnMut(u64),
+    ) {
+        let before = self.m.stats(VM);
+        let mut faults = 0;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                faults += iters;
+                let mut total = Duration::ZERO;
+                let mut done = 0;
+                while done < iters {
+                    let n = self.per_round.min(iters - done);
+                    zap_all(self.m, self.npages, self.host_base);
+                    let start = Instant::now();
+                    for i in 0..n {
+                        fault(i);
+                    }
+                    total += start.elapsed();
+                    done += n;
+                }
+                total
+            })
+        });
+        let s = self.m.stats(VM);
+        assert_eq!(
+            s.page_faults_fixed - before.page_faults_fixed,
+            faults,
+            "{name}: not every fault mapped a page"
+        );
+        assert_eq!(s.pages_2m > 0, self.pages_2m, "{name}: page size");
+    }
 }
 
 /// Removes and re-adds the RAM slot: a fast zap of every table, so every page faults
@@ -193,33 +213,19 @@ fn shadow_fault(c: &mut Criterion) {
     let ram = 16u64 << 20;
     let m = Machine::new(ram, 1024);
     m.vm(VM, MmuMode::Shadow, true);
-    let mut next = 0x10000;
-    for p in 0..PAGES {
-        m.map4(
-            0x1000,
-            0x4000_0000 + p * 0x1000,
-            0x40_0000 + p * 0x1000,
-            P | RW | A | D,
-            &mut next,
-        );
-    }
+    map_pages(&m, 0x1000, 0x4000_0000, 0x40_0000, PAGES, &mut 0x10000);
     long_mode_regs(&m, 0x1000);
     let mut g = c.benchmark_group("shadow_fault");
-    let (before, faults) = (m.stats(VM), Cell::new(0));
-    g.bench_function("4k_write", |b| {
-        b.iter_custom(|iters| {
-            faults.set(faults.get() + iters);
-            fresh_faults(
-                iters,
-                PAGES,
-                |i| {
-                    m.shadow_fault(VM, 0x4000_0000 + i * 0x1000, EC_W, 0);
-                },
-                || zap_all(&m, ram >> 12, RAM_HPA),
-            )
-        })
+    FreshFaults {
+        m: &m,
+        per_round: PAGES,
+        npages: ram >> 12,
+        host_base: RAM_HPA,
+        pages_2m: false,
+    }
+    .bench(&mut g, "4k_write", |i| {
+        m.shadow_fault(VM, 0x4000_0000 + i * 0x1000, EC_W, 0);
     });
-    check_fixed(&m, before, faults.get(), false, "shadow_fault/4k_write");
 
     // A guest mapping 2M pages: each fault maps a 2M shadow leaf.
     const RANGES: u64 = 48;
@@ -234,21 +240,16 @@ fn shadow_fault(c: &mut Criterion) {
         m.write64(pd + 8 * (gpa >> 21), gpa | P | RW | A | D | PS);
     }
     long_mode_regs(&m, pml4);
-    let (before, faults) = (m.stats(VM), Cell::new(0));
-    g.bench_function("2m_huge", |b| {
-        b.iter_custom(|iters| {
-            faults.set(faults.get() + iters);
-            fresh_faults(
-                iters,
-                RANGES,
-                |r| {
-                    m.shadow_fault(VM, (4 << 20) + r * (2 << 20), 0, 0);
-                },
-                || zap_all(&m, ram >> 12, RAM_HPA),
-            )
-        })
+    FreshFaults {
+        m: &m,
+        per_round: RANGES,
+        npages: ram >> 12,
+        host_base: RAM_HPA,
+        pages_2m: true,
+    }
+    .bench(&mut g, "2m_huge", |r| {
+        m.shadow_fault(VM, (4 << 20) + r * (2 << 20), 0, 0);
     });
-    check_fixed(&m, before, faults.get(), true, "shadow_fault/2m_huge");
     g.finish();
 }
 
@@ -271,21 +272,16 @@ fn tdp_fault(c: &mut Criterion) {
     let host_base = RAM_HPA + 0x1000;
     add_ram_slot(&m, PAGES, host_base);
     m.regs(VM, PE, 0, 0, 0);
-    let (before, faults) = (m.stats(VM), Cell::new(0));
-    g.bench_function("4k", |b| {
-        b.iter_custom(|iters| {
-            faults.set(faults.get() + iters);
-            fresh_faults(
-                iters,
-                PAGES,
-                |i| {
-                    m.tdp_fault(VM, i * 0x1000, Q_WRITE);
-                },
-                || zap_all(&m, PAGES, host_base),
-            )
-        })
+    FreshFaults {
+        m: &m,
+        per_round: PAGES,
+        npages: PAGES,
+        host_base,
+        pages_2m: false,
+    }
+    .bench(&mut g, "4k", |i| {
+        m.tdp_fault(VM, i * 0x1000, Q_WRITE);
     });
-    check_fixed(&m, before, faults.get(), false, "tdp_fault/4k");
 
     // 2M: one slot of 32 aligned 2M ranges.
     const RANGES: u64 = 32;
@@ -293,21 +289,16 @@ fn tdp_fault(c: &mut Criterion) {
     let m = Machine::new(ram, 256);
     m.vm(VM, MmuMode::Tdp, true);
     m.regs(VM, PE, 0, 0, 0);
-    let (before, faults) = (m.stats(VM), Cell::new(0));
-    g.bench_function("2m", |b| {
-        b.iter_custom(|iters| {
-            faults.set(faults.get() + iters);
-            fresh_faults(
-                iters,
-                RANGES,
-                |r| {
-                    m.tdp_fault(VM, r << 21, Q_WRITE);
-                },
-                || zap_all(&m, ram >> 12, RAM_HPA),
-            )
-        })
+    FreshFaults {
+        m: &m,
+        per_round: RANGES,
+        npages: ram >> 12,
+        host_base: RAM_HPA,
+        pages_2m: true,
+    }
+    .bench(&mut g, "2m", |r| {
+        m.tdp_fault(VM, r << 21, Q_WRITE);
     });
-    check_fixed(&m, before, faults.get(), true, "tdp_fault/2m");
     g.finish();
 }
 
@@ -318,15 +309,14 @@ fn cr3_switch(c: &mut Criterion) {
     let mut next = 0x10000;
     let spaces = [0x1000u64, 0x2000];
     for (n, &cr3) in spaces.iter().enumerate() {
-        for p in 0..16u64 {
-            m.map4(
-                cr3,
-                0x40_0000 + p * 0x1000,
-                0x20_0000 + (n as u64 * 16 + p) * 0x1000,
-                P | RW | A | D,
-                &mut next,
-            );
-        }
+        map_pages(
+            &m,
+            cr3,
+            0x40_0000,
+            0x20_0000 + n as u64 * 0x1_0000,
+            16,
+            &mut next,
+        );
     }
     long_mode_regs(&m, spaces[0]);
     for &cr3 in spaces.iter().chain(&spaces) {
@@ -362,17 +352,25 @@ fn nx(c: &mut Criterion) {
     // A fetch into a 2M leaf splits it (the leaves are mapped huge again, untimed).
     g.bench_function("tdp_split", |b| {
         b.iter_custom(|iters| {
-            fresh_faults(
-                iters,
-                RANGES,
-                |r| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let n = RANGES.min(iters - done);
+                zap_all(&m, ram >> 12, RAM_HPA);
+                map_huge(&m);
+                let start = Instant::now();
+                for r in 0..n {
                     m.tdp_fault(VM, range(r), Q_FETCH);
-                },
-                || {
-                    zap_all(&m, ram >> 12, RAM_HPA);
-                    map_huge(&m);
-                },
-            )
+                }
+                total += start.elapsed();
+                assert_eq!(
+                    m.stats(VM).nx_lpage_splits,
+                    n,
+                    "every fetch split a 2M leaf"
+                );
+                done += n;
+            }
+            total
         })
     });
     m.call(
