@@ -1,0 +1,252 @@
+//! Guests on seL4: boots the real kernel with system root tasks whose specs
+//! (root-task/specs/, `make sel4-system`) run vmm-server PDs (root-task/vmm-server-pd):
+//! each runs its guest on the software vCPU inside the PD, asks the mmu-server PD for
+//! everything that touches guest paging over seL4 IPC, prints the guest's COM1 lines
+//! through the UART driver PD as `[vm <name>] <line>`, and passes the guest's
+//! isa-debug-exit value to QEMU. Checks, from the serial output and QEMU's status:
+//! - the demo of `make run`, and hello, kernexec and ptwrite to completion under TDP
+//!   and under shadow paging: exactly the lines and status of `tests/src/guests.rs`
+//!   (the same data the QEMU conformance test uses);
+//! - isolation: a second vmm-server, with its own badge, cannot reach the first VM's
+//!   MMU state (NoSuchVm while the server holds the first VM);
+//! - NxHugePageControl granted (the mitigation is off: no split) and denied
+//!   (PermissionDenied, and the VM runs with the mitigation: one split);
+//! - the mmu-server killed by an injected fault mid-run: the supervisor restarts it,
+//!   the VM re-creates its MMU state and finishes with its normal output;
+//! - a guest the vmm-server must stop: the diagnostic and a status of its own.
+//!
+//! Each boot takes a second or two under TCG.
+
+use capvisor_tests::guests::{self, GuestCase};
+use capvisor_tests::{artefact, run_qemu, QemuRun};
+use std::time::Duration;
+
+/// A boot with its VMs takes 1-3 s; allow for a loaded machine.
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// The vmm-server PD writes 0x30 when it stopped its VM: QEMU exits with 97.
+const VM_STOPPED: i32 = 0x30 << 1 | 1;
+
+fn boot(spec: &str) -> QemuRun {
+    let kernel = artefact("kernel/kernel32.elf", "kernel");
+    let root_task = artefact(&format!("system-{spec}.elf"), "sel4-system");
+    let root_task = root_task.to_str().expect("a UTF-8 build path");
+    let run = run_qemu(
+        &kernel,
+        &["-cpu", "max", "-m", "512", "-initrd", root_task],
+        TIMEOUT,
+    );
+    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
+    run
+}
+
+/// The lines VM `vm` printed on COM1 (the vmm-server PD prefixes each one).
+fn guest_lines(serial: &str, vm: &str) -> String {
+    let prefix = format!("[vm {vm}] ");
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// VM `vm` printed exactly the case's lines and its guest exited with the case's
+/// status, which its PD reported to the supervisor.
+fn check_vm(run: &QemuRun, vm: &str, case: &GuestCase) {
+    if let Err(diff) = case.check_serial(&guest_lines(&run.serial, vm)) {
+        panic!("VM {vm}: {diff}\n--- serial ---\n{}", run.serial);
+    }
+    let status = case.exit_status();
+    assert_in_order(
+        &run.serial,
+        &[&format!(
+            "[INFO  vmm_server_pd] vmm-server {vm}: guest exited with status {status} (isa-debug-exit value {})",
+            case.exit_value
+        )],
+    );
+}
+
+/// Asserts that `serial` contains each of `lines`, in this order.
+fn assert_in_order(serial: &str, lines: &[&str]) {
+    let mut rest = serial;
+    for line in lines {
+        match rest.find(line) {
+            Some(at) => rest = &rest[at + line.len()..],
+            None => panic!("missing (or out of order): {line:?}\n--- serial ---\n{serial}"),
+        }
+    }
+}
+
+fn no_faults(run: &QemuRun) {
+    assert!(
+        !run.serial.contains("faulted"),
+        "no PD faulted:\n{}",
+        run.serial
+    );
+    assert!(!run.serial.contains("panicked"), "{}", run.serial);
+}
+
+/// The last line of VM `vm`'s statistics.
+fn vm_stats(run: &QemuRun, vm: &str) -> String {
+    let prefix = format!("[INFO  vmm_server_pd] vmm-server {vm}: ");
+    run.serial
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .find(|l| l.contains(" instructions, "))
+        .unwrap_or_else(|| panic!("no statistics of VM {vm}:\n{}", run.serial))
+        .to_string()
+}
+
+#[test]
+fn the_demo_system_runs_kernexec_on_sel4_and_exits_qemu_with_the_guest_status() {
+    let run = boot("demo");
+    no_faults(&run);
+    assert_in_order(
+        &run.serial,
+        &[
+            "started PD mmu_server (mmu_server) at 0x400000",
+            "started PD vmm_demo (vmm_server) at 0x400000",
+            "[INFO  vmm_server_pd] vmm-server demo: kernexec loaded",
+            "64 MiB of RAM, TDP paging",
+        ],
+    );
+    let case = guests::case("kernexec");
+    check_vm(&run, "demo", &case);
+    // As under QEMU itself: (0 << 1) | 1.
+    assert_eq!(run.status, Some(case.exit_status()), "{}", run.serial);
+    assert_eq!(run.status, Some(1));
+}
+
+/// hello, kernexec and ptwrite one after another (per-VM priorities), each to its end.
+fn three_guests(spec: &str, paging: &str) {
+    let run = boot(spec);
+    no_faults(&run);
+    let cases = [
+        guests::case("hello"),
+        guests::case("kernexec"),
+        guests::case("ptwrite"),
+    ];
+    for case in &cases {
+        assert_in_order(
+            &run.serial,
+            &[&format!(
+                "vmm-server {}: {} loaded",
+                case.guest, case.guest
+            ), &format!("{paging} paging")],
+        );
+        check_vm(&run, case.guest, case);
+    }
+    // The first two PDs told the supervisor they finished, in order; the last one
+    // ended QEMU with its guest's status.
+    assert_in_order(
+        &run.serial,
+        &[
+            "supervisor: PD vmm_hello finished (status 1)",
+            "supervisor: PD vmm_kernexec finished (status 1)",
+            "vmm-server ptwrite: guest exited with status 1",
+        ],
+    );
+    assert_eq!(run.status, Some(cases[2].exit_status()), "{}", run.serial);
+}
+
+#[test]
+fn hello_kernexec_and_ptwrite_run_to_completion_under_tdp_on_sel4() {
+    three_guests("vm-tdp", "TDP");
+}
+
+#[test]
+fn hello_kernexec_and_ptwrite_run_to_completion_under_shadow_paging_on_sel4() {
+    three_guests("vm-shadow", "shadow");
+}
+
+#[test]
+fn a_vmm_server_cannot_reach_another_vms_mmu_state_with_its_badge() {
+    let run = boot("isolation");
+    no_faults(&run);
+    let hello = guests::case("hello");
+    check_vm(&run, "first", &hello);
+    check_vm(&run, "second", &hello);
+    assert_in_order(
+        &run.serial,
+        &[
+            // The first VM exists in the mmu-server (it never goes away)...
+            "vmm-server first: hello loaded",
+            "supervisor: PD vmm_first finished (status 1)",
+            // ...and the second vmm-server's badge does not name it.
+            "vmm-server second: VM 2 before CreateVm: GetStats with its badge: NoSuchVm",
+            "vmm-server second: hello loaded",
+        ],
+    );
+    assert_eq!(run.status, Some(1), "{}", run.serial);
+}
+
+#[test]
+fn nx_huge_page_control_is_granted_to_one_vm_and_denied_to_the_other_on_sel4() {
+    let run = boot("nx");
+    no_faults(&run);
+    let kernexec = guests::case("kernexec");
+    check_vm(&run, "granted", &kernexec);
+    check_vm(&run, "denied", &kernexec);
+    assert_in_order(
+        &run.serial,
+        &[
+            "vmm-server granted: NX huge pages disabled for this VM through its NxHugePageControl capability",
+            "vmm-server denied: NxHugePageControl refused (permission denied",
+            "this VM does not hold the capability; the VM runs with the mitigation",
+        ],
+    );
+    // The effect: kernexec runs from its image's 2 MiB page. With the mitigation off
+    // that page stays huge; with it on the first fetch splits it (MMU_REFERENCE
+    // section 5).
+    let granted = vm_stats(&run, "granted");
+    let denied = vm_stats(&run, "denied");
+    assert!(
+        granted.ends_with("mmu: pages_2m 2, nx_lpage_splits 0"),
+        "{granted}"
+    );
+    assert!(
+        denied.ends_with("mmu: pages_2m 1, nx_lpage_splits 1"),
+        "{denied}"
+    );
+    assert_eq!(run.status, Some(1), "{}", run.serial);
+}
+
+#[test]
+fn the_vm_finishes_when_the_mmu_server_is_killed_and_restarted_under_it() {
+    let run = boot("kill");
+    assert_in_order(
+        &run.serial,
+        &[
+            "vmm-server survivor: kernexec loaded",
+            "mmu-server: injected fault on TdpFault from VM 1",
+            "supervisor: PD mmu_server (mmu_server_faulty) faulted",
+            "supervisor: restarted PD mmu_server (restart 1 of at most 3)",
+            "mmu-server: restarted (1), answering the interrupted call",
+            "vmm-server survivor: guest exited with status 1",
+        ],
+    );
+    assert!(
+        vm_stats(&run, "survivor").contains("MMU state re-created 1 time(s)"),
+        "{}",
+        run.serial
+    );
+    // Nothing but the mmu-server died.
+    assert_eq!(run.serial.matches("faulted").count(), 1, "{}", run.serial);
+    let kernexec = guests::case("kernexec");
+    check_vm(&run, "survivor", &kernexec);
+    assert_eq!(run.status, Some(kernexec.exit_status()), "{}", run.serial);
+}
+
+#[test]
+fn a_vm_the_vmm_server_stops_is_a_diagnostic_and_a_status_of_its_own() {
+    let run = boot("vm-failure");
+    no_faults(&run);
+    assert_in_order(
+        &run.serial,
+        &[
+            "[vm faulty] faults: triple fault next",
+            "[ERROR vmm_server_pd] vmm-server faulty: VM stopped: triple fault at RIP 0x",
+            ", instruction bytes: 0f 0b",
+        ],
+    );
+    assert_eq!(run.status, Some(VM_STOPPED), "{}", run.serial);
+}
