@@ -339,3 +339,35 @@ fn at_most_as_many_vms_as_the_mmu_server_physmap_holds() {
     // The mmu-server maps the pool and each VM's RAM as PhysMap regions.
     const { assert!(capdl_spec::layout::MAX_VMS < physmem::MAX_REGIONS) };
 }
+
+#[test]
+fn a_vm_priority_sets_its_vmm_server_tcb_and_the_nx_request_is_a_vm_flag() {
+    let text = r#"
+[vmm_server]
+priority = 100
+[[vm]]
+name = "first"
+image = "hello"
+priority = 103
+caps = ["NxHugePageControl"]
+disable_nx_huge_pages = true
+[[vm]]
+name = "second"
+image = "hello"
+"#;
+    let (_, spec) = built(text);
+    assert_eq!(check(&spec), vec![]);
+    let prio = |name: &str| match &spec.objects[spec.find(name).unwrap() as usize].kind {
+        ObjectKind::Tcb(t) => (t.prio, t.max_prio),
+        other => panic!("{name} is {other:?}"),
+    };
+    assert_eq!(prio("vmm_first_tcb"), (103, 103));
+    assert_eq!(prio("vmm_second_tcb"), (100, 100));
+    let flags: Vec<u8> = spec.vms.iter().map(|v| v.flags).collect();
+    assert_ne!(flags[0] & capdl_spec::vm_flags::DISABLE_NX_HUGE_PAGES, 0);
+    assert_eq!(flags[1] & capdl_spec::vm_flags::DISABLE_NX_HUGE_PAGES, 0);
+    // Out of range names the field.
+    let bad = text.replace("priority = 103", "priority = 255");
+    let err = System::from_toml(&bad).unwrap_err().to_string();
+    assert!(err.starts_with("vm[0].priority: 255 is out of range"), "{err}");
+}
