@@ -34,13 +34,6 @@ const VM: Badge = 9;
 /// Pages the guest touches between two toggles (kernexec's default `ws` is 16; 64 is the
 /// measurement the seeds' reproductions use).
 const WS_PAGES: u64 = 64;
-const LONG_MODE: (u64, u64, u64) = (PE | PG | WP, CR4_PAE, EFER_LME | EFER_LMA | EFER_NX);
-
-fn long_mode_regs(m: &Machine, cr3: u64) -> RootReply {
-    let (cr0, cr4, efer) = LONG_MODE;
-    m.regs(VM, cr0, cr3, cr4, efer)
-}
-
 /// Maps `pages` 4K pages `gva.. -> gpa..` (present, writable, accessed, dirty) in the
 /// guest's 4-level tables at `cr3`, new tables from `next_table`.
 fn map_pages(m: &Machine, cr3: u64, gva: u64, gpa: u64, pages: u64, next_table: &mut u64) {
@@ -75,11 +68,11 @@ impl WpToggle {
         let m = Machine::new(8 << 20, 256);
         m.vm(VM, mode, reuse);
         map_pages(&m, 0x1000, 0x40_0000, 0x20_0000, WS_PAGES, &mut 0x10000);
-        long_mode_regs(&m, 0x1000);
+        m.long_mode(VM, 0x1000);
         let t = WpToggle {
             m,
             mode,
-            cr0: LONG_MODE.0,
+            cr0: PE | PG | WP,
         };
         t.touch();
         t
@@ -214,7 +207,7 @@ fn shadow_fault(c: &mut Criterion) {
     let m = Machine::new(ram, 1024);
     m.vm(VM, MmuMode::Shadow, true);
     map_pages(&m, 0x1000, 0x4000_0000, 0x40_0000, PAGES, &mut 0x10000);
-    long_mode_regs(&m, 0x1000);
+    m.long_mode(VM, 0x1000);
     let mut g = c.benchmark_group("shadow_fault");
     FreshFaults {
         m: &m,
@@ -239,7 +232,7 @@ fn shadow_fault(c: &mut Criterion) {
         let gpa = (4 << 20) + r * (2 << 20);
         m.write64(pd + 8 * (gpa >> 21), gpa | P | RW | A | D | PS);
     }
-    long_mode_regs(&m, pml4);
+    m.long_mode(VM, pml4);
     FreshFaults {
         m: &m,
         per_round: RANGES,
@@ -318,7 +311,7 @@ fn cr3_switch(c: &mut Criterion) {
             &mut next,
         );
     }
-    long_mode_regs(&m, spaces[0]);
+    m.long_mode(VM, spaces[0]);
     for &cr3 in spaces.iter().chain(&spaces) {
         m.cr(VM, CrRegister::Cr3, cr3);
         for p in 0..16u64 {

@@ -50,24 +50,12 @@ fn snapshot(m: &Machine) -> Snapshot {
 fn machine() -> Box<Machine> {
     let m = Machine::new(8 << 20, 64);
     m.vm(TDP_VM, MmuMode::Tdp, true);
-    m.regs(
-        TDP_VM,
-        PE | PG | WP,
-        0x1000,
-        CR4_PAE,
-        EFER_LME | EFER_LMA | EFER_NX,
-    );
+    m.long_mode(TDP_VM, 0x1000);
     m.tdp_fault(TDP_VM, 0x5000, Q_WRITE);
     m.vm(SHADOW_VM, MmuMode::Shadow, true);
     let mut next = 0x10000;
     m.map4(0x1000, 0x40_0000, 0x20_0000, P | RW | A | D, &mut next);
-    m.regs(
-        SHADOW_VM,
-        PE | PG | WP,
-        0x1000,
-        CR4_PAE,
-        EFER_LME | EFER_LMA | EFER_NX,
-    );
+    m.long_mode(SHADOW_VM, 0x1000);
     m.shadow_fault(SHADOW_VM, 0x40_0000, 0, 0);
     m
 }

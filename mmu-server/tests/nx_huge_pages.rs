@@ -80,13 +80,7 @@ impl Guest {
                 m.write64(hp + (off & !7), 0xC0DE_0000_0000_0000 | (hp + (off & !7)));
             }
         }
-        let root = m.regs(
-            VM,
-            PE | PG | WP,
-            PML4,
-            CR4_PAE,
-            EFER_LME | EFER_LMA | EFER_NX,
-        );
+        let root = m.long_mode(VM, PML4);
         Guest { m, paging, root }
     }
 
@@ -644,13 +638,7 @@ fn shadow_1g_guest_page_splits_level_by_level() {
     m.write64(pml4, pdpt | P | RW | A);
     m.write64(pdpt + 8, P | RW | A | D | PS);
     m.write64(0x1234_5008, 0x5EED);
-    let root = m.regs(
-        VM,
-        PE | PG | WP,
-        pml4,
-        CR4_PAE,
-        EFER_LME | EFER_LMA | EFER_NX,
-    );
+    let root = m.long_mode(VM, pml4);
     let mut g = Guest {
         m,
         paging: Paging::Shadow,
@@ -858,13 +846,7 @@ fn many_ranges_split_recover_and_map_huge() {
     for r in 0..RANGES {
         m.write64(pd + 8 * (range(r) >> 21), range(r) | P | RW | A | D | PS);
     }
-    m.regs(
-        VM,
-        PE | PG | WP,
-        pml4,
-        CR4_PAE,
-        EFER_LME | EFER_LMA | EFER_NX,
-    );
+    m.long_mode(VM, pml4);
     for r in 0..RANGES {
         assert_eq!(
             outcome(&m.shadow_fault(VM, range(r), 0, 0)),

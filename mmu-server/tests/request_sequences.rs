@@ -92,13 +92,7 @@ fn run(tdp: bool, reuse: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
     for page in 0..512u64 {
         m.map4(0x1000, page << 12, page << 12, P | RW | A | D, &mut next);
     }
-    m.regs(
-        VM,
-        PE | PG | WP,
-        0x1000,
-        CR4_PAE,
-        EFER_LME | EFER_LMA | EFER_NX,
-    );
+    m.long_mode(VM, 0x1000);
     for op in ops {
         let reply: Result<(), Error> = match op {
             Op::Cr(reg, value) => m

@@ -42,13 +42,7 @@ fn slot(
 }
 
 fn long_mode(m: &Machine) -> RootReply {
-    m.regs(
-        VM,
-        PE | PG | WP,
-        0x1000,
-        CR4_PAE,
-        EFER_LME | EFER_LMA | EFER_NX,
-    )
+    m.long_mode(VM, 0x1000)
 }
 
 #[test]

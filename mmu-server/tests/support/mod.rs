@@ -178,6 +178,18 @@ impl Machine {
         .unwrap()
     }
 
+    /// The paging registers of a 64-bit guest (PE|PG|WP, PAE, LME|LMA|NX) whose
+    /// 4-level tables are at `cr3`.
+    pub fn long_mode(&self, badge: Badge, cr3: u64) -> RootReply {
+        self.regs(
+            badge,
+            PE | PG | WP,
+            cr3,
+            CR4_PAE,
+            EFER_LME | EFER_LMA | EFER_NX,
+        )
+    }
+
     pub fn cr(&self, badge: Badge, reg: CrRegister, value: u64) -> RootReply {
         self.call(
             badge,
