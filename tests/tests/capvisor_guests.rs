@@ -142,6 +142,22 @@ fn fault_case(name: &str) -> guests::FaultCase {
         .expect("fault case")
 }
 
+/// `case` under QEMU, which must end with the case's status.
+fn under_qemu(case: &guests::FaultCase) -> capvisor_tests::QemuRun {
+    let qemu = capvisor_tests::run_qemu(
+        &case.image(),
+        &["-append", case.cmdline],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        qemu.status,
+        Some(case.qemu_status),
+        "{} under QEMU",
+        case.name
+    );
+    qemu
+}
+
 #[test]
 fn a_triple_fault_stops_the_vm_with_a_diagnostic() {
     for mode in MODES {
@@ -163,12 +179,7 @@ fn a_triple_fault_stops_the_vm_with_a_diagnostic() {
 #[test]
 fn an_sse_instruction_ends_like_qemu_or_with_a_diagnostic() {
     let case = fault_case("faults-sse");
-    let qemu = capvisor_tests::run_qemu(
-        &case.image(),
-        &["-append", case.cmdline],
-        Duration::from_secs(60),
-    );
-    assert_eq!(qemu.status, Some(case.qemu_status));
+    let qemu = under_qemu(&case);
     for mode in MODES {
         let (result, serial) = run(&config(&case.image(), case.cmdline, mode));
         match result.outcome {
@@ -194,12 +205,7 @@ fn an_sse_instruction_ends_like_qemu_or_with_a_diagnostic() {
 #[test]
 fn a_guest_handled_exception_behaves_as_under_qemu() {
     let case = fault_case("faults-ud");
-    let qemu = capvisor_tests::run_qemu(
-        &case.image(),
-        &["-append", case.cmdline],
-        Duration::from_secs(60),
-    );
-    assert_eq!(qemu.status, Some(case.qemu_status));
+    let qemu = under_qemu(&case);
     for mode in MODES {
         let (result, serial) = run(&config(&case.image(), case.cmdline, mode));
         assert_eq!(serial, qemu.serial, "{mode:?}");
