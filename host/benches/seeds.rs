@@ -14,7 +14,8 @@
 //! thread (the vmm-server's thread, which also waits for the mmu-server's replies),
 //! the exits and roots allocated, and the on/off ratios of medians taken in this one run.
 //!
-//! `cargo bench -p capvisor --bench seeds` after `make guests`; `make bench` runs it.
+//! `cargo bench -p capvisor --bench seeds` after `make guests`; `make bench` runs it
+//! (`cargo test --benches` runs each variant once on a short run instead).
 //! Environment: `SEEDS_ROUNDS` (default 5; 3 with `BENCH_QUICK`), `SEEDS_APPEND` (the
 //! guest's command line, default `iters=20000 ws=64`), `SEEDS_GUEST` (default
 //! `build/guests/kernexec.elf`).
@@ -142,7 +143,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench` (and any filter): this harness takes no arguments.
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`) this is a smoke
+    // test: every variant once, on a short run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let guest = std::env::var_os("SEEDS_GUEST")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -158,13 +161,18 @@ fn main() {
             return;
         }
     };
-    let append = std::env::var("SEEDS_APPEND").unwrap_or_else(|_| "iters=20000 ws=64".into());
-    let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let rounds: usize = std::env::var("SEEDS_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .filter(|&r| r > 0)
-        .unwrap_or(if quick { 3 } else { 5 });
+    let (append, rounds) = if smoke {
+        ("iters=100 ws=4".to_string(), 1)
+    } else {
+        let append = std::env::var("SEEDS_APPEND").unwrap_or_else(|_| "iters=20000 ws=64".into());
+        let quick = std::env::var_os("BENCH_QUICK").is_some();
+        let rounds: usize = std::env::var("SEEDS_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .filter(|&r| r > 0)
+            .unwrap_or(if quick { 3 } else { 5 });
+        (append, rounds)
+    };
 
     println!(
         "seeds: kernexec `{append}`, {} variants x {rounds} rounds, interleaved",
