@@ -74,7 +74,7 @@ sel4-image: kernel root-task sel4-system
 # (so it needs `make guests`) and is built for qemu-tcg only: the specs that run
 # guests on seL4 (VM_SPECS) boot on `-cpu max`.
 .PHONY: sel4-pds sel4-specs sel4-system
-SEL4_PDS := uart uart_faulty timer mmu_server mmu_server_faulty test_ticks test_client test_vmm
+SEL4_PDS := uart uart_faulty timer mmu_server mmu_server_faulty mmu_server_faulty_late test_ticks test_client test_vmm
 SEL4_PDS_QEMU_TCG := vmm_server
 VM_SPECS := demo vm-tdp vm-shadow isolation nx kill vm-failure
 SYSTEM_SPECS := system-test fault-test too-big-test bad-device-test mmu-test restart-test uart-restart-test hpet-test $(VM_SPECS)

@@ -11,32 +11,96 @@
 //!   MMU state (NoSuchVm while the server holds the first VM);
 //! - NxHugePageControl granted (the mitigation is off: no split) and denied
 //!   (PermissionDenied, and the VM runs with the mitigation: one split);
-//! - the mmu-server killed by an injected fault mid-run: the supervisor restarts it,
-//!   the VM re-creates its MMU state and finishes with its normal output;
+//! - the mmu-server killed by an injected fault in the middle of a guest's run: the
+//!   supervisor restarts it, the VM re-creates its MMU state and finishes with its
+//!   normal output;
 //! - a guest the vmm-server must stop: the diagnostic and a status of its own.
 //!
 //! Each boot takes a second or two under TCG.
 
 use capvisor_tests::guests::{self, GuestCase};
-use capvisor_tests::{artefact, run_qemu, QemuRun};
-use std::time::Duration;
+use capvisor_tests::{artefact, QemuRun};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// A boot with its VMs takes 1-3 s; allow for a loaded machine.
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// The vmm-server PD writes 0x30 when it stopped its VM: QEMU exits with 97.
 const VM_STOPPED: i32 = 0x30 << 1 | 1;
 
+/// Boots `spec` and waits for QEMU to exit. A PD the supervisor leaves stopped (a
+/// vmm-server that faulted, or a driver out of restarts) would leave QEMU running until
+/// the timeout: that line ends the run at once, and the test fails with the serial
+/// output.
 fn boot(spec: &str) -> QemuRun {
     let kernel = artefact("kernel/kernel32.elf", "kernel");
     let root_task = artefact(&format!("system-{spec}.elf"), "sel4-system");
-    let root_task = root_task.to_str().expect("a UTF-8 build path");
-    let run = run_qemu(
-        &kernel,
-        &["-cpu", "max", "-m", "512", "-initrd", root_task],
-        TIMEOUT,
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "tcg", "-cpu", "max", "-m", "512", "-display", "none",
+        ])
+        .args(["-monitor", "none", "-no-reboot", "-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&root_task)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (make deps installs it)");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut serial = String::new();
+    let mut stopped_pd = false;
+    loop {
+        let Some(left) = TIMEOUT.checked_sub(start.elapsed()) else {
+            break;
+        };
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                stopped_pd |= line.contains("stays stopped");
+                serial.push_str(&line);
+                serial.push('\n');
+                if stopped_pd {
+                    break;
+                }
+            }
+            // QEMU exited (its stdout closed) or the time is up.
+            Err(_) => break,
+        }
+    }
+    let status = match child.try_wait() {
+        Ok(Some(st)) => st.code(),
+        _ if stopped_pd || start.elapsed() >= TIMEOUT => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+        _ => child.wait().ok().and_then(|st| st.code()),
+    };
+    assert!(
+        !stopped_pd,
+        "a PD was left stopped by the supervisor; serial:\n{serial}"
     );
-    assert!(!run.timed_out, "QEMU timed out; serial:\n{}", run.serial);
-    run
+    assert!(status.is_some(), "QEMU timed out; serial:\n{serial}");
+    QemuRun {
+        serial,
+        status,
+        timed_out: false,
+    }
 }
 
 /// The lines VM `vm` printed on COM1 (the vmm-server PD prefixes each one).
@@ -128,10 +192,10 @@ fn three_guests(spec: &str, paging: &str) {
     for case in &cases {
         assert_in_order(
             &run.serial,
-            &[&format!(
-                "vmm-server {}: {} loaded",
-                case.guest, case.guest
-            ), &format!("{paging} paging")],
+            &[
+                &format!("vmm-server {}: {} loaded", case.guest, case.guest),
+                &format!("{paging} paging"),
+            ],
         );
         check_vm(&run, case.guest, case);
     }
@@ -217,10 +281,14 @@ fn the_vm_finishes_when_the_mmu_server_is_killed_and_restarted_under_it() {
         &run.serial,
         &[
             "vmm-server survivor: kernexec loaded",
-            "mmu-server: injected fault on TdpFault from VM 1",
-            "supervisor: PD mmu_server (mmu_server_faulty) faulted",
+            // The guest is running: it has printed its first lines...
+            "[vm survivor] kernexec: kernel text is read-only",
+            // ...when the mmu-server dies serving one of its requests.
+            "mmu-server: injected fault on request 400 (label 0x",
+            "supervisor: PD mmu_server (mmu_server_faulty_late) faulted",
             "supervisor: restarted PD mmu_server (restart 1 of at most 3)",
             "mmu-server: restarted (1), answering the interrupted call",
+            "[vm survivor] kernexec: PASS",
             "vmm-server survivor: guest exited with status 1",
         ],
     );

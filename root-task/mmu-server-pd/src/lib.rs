@@ -19,9 +19,11 @@
 //! survives in its TCB) with `ipc::Error::Transport`, so that caller is not left
 //! blocked; every VM then gets `NoSuchVm` and re-creates its state.
 //!
-//! Two binaries: `mmu_server`, and `mmu_server_faulty` for test specs, which dies on
-//! its first `TdpFault` request of its first life (a fault injected to exercise the
-//! supervisor's restart).
+//! Three binaries: `mmu_server`, and for test specs `mmu_server_faulty`, which dies on
+//! its first `TdpFault` request of its first life, and `mmu_server_faulty_late`, which
+//! dies on the 400th request of its first life, in the middle of a guest's run (faults
+//! injected to exercise the supervisor's restart and the VMs' re-creation of their MMU
+//! state).
 #![no_std]
 
 use core::mem::MaybeUninit;
@@ -69,9 +71,13 @@ fn phys_map(params: &BootParams) -> Result<PhysMap, physmem::MapError> {
     Ok(map)
 }
 
-/// A request that kills the server (test builds only), in its first life.
+/// A request that kills the server (test builds only), in its first life: the first
+/// request with `label` (any label if `None`) once `after` requests were served.
 #[derive(Clone, Copy, Debug)]
-pub struct InjectFault(pub Label);
+pub struct InjectFault {
+    pub label: Option<Label>,
+    pub after: u64,
+}
 
 /// Runs the mmu-server PD.
 pub fn run(params: &'static BootParams, inject: Option<InjectFault>) -> ! {
@@ -135,6 +141,7 @@ fn serve(server: &mut MmuServer, inject: Option<InjectFault>) -> ! {
     let mut req = [0u8; ipc::MAX_MSG_BYTES];
     let mut reply = [0u8; ipc::MAX_MSG_BYTES];
     let mut ticks = 0u64;
+    let mut served = 0u64;
     let mut incoming = ep.recv(&mut req, is_signal);
     loop {
         let n = match incoming {
@@ -156,9 +163,23 @@ fn serve(server: &mut MmuServer, inject: Option<InjectFault>) -> ! {
             }
             Incoming::Request { badge, bytes } => match decode_mmu_badge(badge) {
                 MmuCaller::Vm { vm_id, .. } => {
-                    if let Some(InjectFault(label)) = inject {
-                        if label_of(bytes) == Some(label.code()) {
-                            error!("mmu-server: injected fault on {label:?} from VM {vm_id}");
+                    served += 1;
+                    if let Some(InjectFault { label, after }) = inject {
+                        let code = label_of(bytes);
+                        let hit = match label {
+                            Some(l) => code == Some(l.code()),
+                            None => true,
+                        };
+                        if hit && served > after {
+                            match label {
+                                Some(l) => {
+                                    error!("mmu-server: injected fault on {l:?} from VM {vm_id}")
+                                }
+                                None => error!(
+                                    "mmu-server: injected fault on request {served} (label {:#x}) from VM {vm_id}",
+                                    code.unwrap_or(0)
+                                ),
+                            }
                             sel4_pd::fault();
                         }
                     }

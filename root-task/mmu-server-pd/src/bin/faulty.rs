@@ -8,5 +8,11 @@ use mmu_server_pd::InjectFault;
 sel4_pd::declare_main!(main);
 
 fn main(params: &'static sel4_pd::BootParams) -> ! {
-    mmu_server_pd::run(params, Some(InjectFault(ipc::Label::TdpFault)))
+    mmu_server_pd::run(
+        params,
+        Some(InjectFault {
+            label: Some(ipc::Label::TdpFault),
+            after: 0,
+        }),
+    )
 }
