@@ -8,6 +8,8 @@ dir=${1:-build/bench}
 # Criterion prints "name  time: [low mid high]" (a long name on a line of its own).
 medians() {
     awk '
+        # A "change:" block (the difference from the previous run) repeats "time:".
+        /time:/ && prev == "change:" { next }
         /time:/ {
             line = $0
             name = line; sub(/[ \t]*time:.*/, "", name); gsub(/^[ \t]+/, "", name)
@@ -48,6 +50,10 @@ if [ ${#criterion_logs[@]} -gt 0 ]; then
             $1 == "wp_toggle_pair/" m "/reuse_off" { off = $2 }
             END { if (on > 0 && off > 0) printf "  %-8s %.1fx\n", m, off / on }'
     done
+fi
+if [ -f "$dir/mips.txt" ]; then
+    echo "guest MIPS (wall-clock and per CPU-second of the vCPU thread):"
+    grep -m2 'MIPS' "$dir/mips.txt" | sed 's/^/  /'
 fi
 if [ -f "$dir/seeds.txt" ]; then
     echo "seeds, end to end (kernexec):"
