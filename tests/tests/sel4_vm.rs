@@ -7,8 +7,9 @@
 //! - the demo of `make run`, and hello, kernexec and ptwrite to completion under TDP
 //!   and under shadow paging: exactly the lines and status of `tests/src/guests.rs`
 //!   (the same data the QEMU conformance test uses);
-//! - isolation: a second vmm-server, with its own badge, cannot reach the first VM's
-//!   MMU state (NoSuchVm while the server holds the first VM);
+//! - two VMs running concurrently on one mmu-server, each with its exact output; and
+//!   isolation: a third vmm-server, with its own badge, cannot reach their MMU state
+//!   (NoSuchVm while the server holds both);
 //! - NxHugePageControl granted (the mitigation is off: no split) and denied
 //!   (PermissionDenied, and the VM runs with the mitigation: one split);
 //! - the mmu-server killed by an injected fault in the middle of a guest's run: the
@@ -223,23 +224,27 @@ fn hello_kernexec_and_ptwrite_run_to_completion_under_shadow_paging_on_sel4() {
 }
 
 #[test]
-fn a_vmm_server_cannot_reach_another_vms_mmu_state_with_its_badge() {
+fn two_vms_run_concurrently_and_a_third_cannot_reach_their_mmu_state_with_its_badge() {
     let run = boot("isolation");
     no_faults(&run);
-    let hello = guests::case("hello");
-    check_vm(&run, "first", &hello);
-    check_vm(&run, "second", &hello);
-    assert_in_order(
-        &run.serial,
-        &[
-            // The first VM exists in the mmu-server (it never goes away)...
-            "vmm-server first: hello loaded",
-            "supervisor: PD vmm_first finished (status 1)",
-            // ...and the second vmm-server's badge does not name it.
-            "vmm-server second: VM 2 before CreateVm: GetStats with its badge: NoSuchVm",
-            "vmm-server second: hello loaded",
-        ],
-    );
+    let kernexec = guests::case("kernexec");
+    // Two VMs at one priority share the CPU and the mmu-server; each one's output is
+    // exactly its guest's.
+    check_vm(&run, "first", &kernexec);
+    check_vm(&run, "second", &kernexec);
+    check_vm(&run, "third", &guests::case("hello"));
+    for vm in ["first", "second"] {
+        assert_in_order(
+            &run.serial,
+            &[
+                &format!("supervisor: PD vmm_{vm} finished (status 1)"),
+                // Both VMs exist in the mmu-server (a VM is never destroyed)...
+                "vmm-server third: VM 3 before CreateVm: GetStats with its badge: NoSuchVm",
+                // ...and the third vmm-server's badge names neither.
+                "vmm-server third: hello loaded",
+            ],
+        );
+    }
     assert_eq!(run.status, Some(1), "{}", run.serial);
 }
 
