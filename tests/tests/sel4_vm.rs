@@ -104,12 +104,14 @@ fn boot(spec: &str) -> QemuRun {
     }
 }
 
-/// The lines VM `vm` printed on COM1 (the vmm-server PD prefixes each one).
+/// The lines VM `vm` printed on COM1 (the vmm-server PD prefixes each one). The
+/// kernel's own printing (the root task logs through it) shares the port with the UART
+/// PD, so a line may start with a stray carriage return.
 fn guest_lines(serial: &str, vm: &str) -> String {
     let prefix = format!("[vm {vm}] ");
     serial
         .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|l| l.trim_start_matches('\r').strip_prefix(&prefix))
         .map(|l| format!("{l}\n"))
         .collect()
 }
