@@ -10,8 +10,9 @@
 //!
 //! The variants are interleaved, one run of each per round with the starting variant
 //! rotated every round, so that the machine's load drifts over all of them alike; the
-//! report gives per variant the median wall time and the median CPU time of the vCPU
-//! thread (the vmm-server's thread, which also waits for the mmu-server's replies),
+//! report gives per variant the median wall time, the median CPU time of the vCPU
+//! thread (the vmm-server's thread, which also waits for the mmu-server's replies) and
+//! of the whole process (both servers, the timer),
 //! the exits and roots allocated, and the on/off ratios of medians taken in this one run.
 //!
 //! `cargo bench -p capvisor --bench seeds` after `make guests`; `make bench` runs it
@@ -81,6 +82,9 @@ struct Sample {
     /// CPU time of the calling thread (the vmm-server and its vCPU); `None` where the
     /// kernel does not report it.
     vcpu_cpu: Option<Duration>,
+    /// CPU time of the whole process: the vCPU thread, the mmu-server thread, the
+    /// recovery timer.
+    process_cpu: Duration,
     exits: u64,
     cr_exits: u64,
     roots_allocated: u64,
@@ -95,17 +99,31 @@ fn thread_cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(ns))
 }
 
+/// CPU time (user + system) the process has used, every thread's, ended ones too.
+fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage writes the struct it is given and nothing else.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn run_once(image: &[u8], append: &str, v: &Variant) -> Result<Sample, String> {
     let mut cfg = RunConfig::new(image.to_vec(), "kernexec.elf", v.config());
     cfg.append = append.to_string();
     let mut host = CapturingHost::default();
     let cpu0 = thread_cpu_time();
+    let process0 = process_cpu_time();
     let start = Instant::now();
     let result = runtime::run(&cfg, &mut host).map_err(|e| e.to_string())?;
     let wall = start.elapsed();
     let vcpu_cpu = thread_cpu_time()
         .zip(cpu0)
         .map(|(b, a)| b.saturating_sub(a));
+    let process_cpu = process_cpu_time().saturating_sub(process0);
     match result.outcome {
         // isa-debug-exit value 0: kernexec passed.
         VmOutcome::Exited { status: 1 } => {}
@@ -121,6 +139,7 @@ fn run_once(image: &[u8], append: &str, v: &Variant) -> Result<Sample, String> {
     Ok(Sample {
         wall,
         vcpu_cpu,
+        process_cpu,
         exits: s.exits.total(),
         cr_exits: s.exits.get("cr_access"),
         roots_allocated: s.mmu.roots_allocated,
@@ -196,6 +215,10 @@ fn main() {
         .iter()
         .map(|s| median(s.iter().map(|x| x.wall).collect()))
         .collect();
+    let process: Vec<Duration> = samples
+        .iter()
+        .map(|s| median(s.iter().map(|x| x.process_cpu).collect()))
+        .collect();
     let cpu: Vec<Option<Duration>> = samples
         .iter()
         .map(|s| {
@@ -205,8 +228,8 @@ fn main() {
         .collect();
     println!();
     println!(
-        "{:34} {:>10} {:>10} {:>9} {:>9} {:>7} {:>12}",
-        "variant", "wall ms", "vcpu ms", "exits", "CR exits", "roots", "guest insns"
+        "{:34} {:>9} {:>9} {:>9} {:>8} {:>8} {:>7} {:>11}",
+        "variant", "wall ms", "vcpu ms", "proc ms", "exits", "CR exits", "roots", "guest insns"
     );
     for (i, v) in VARIANTS.iter().enumerate() {
         // Counts are the same in every run of a variant but for timer-driven events;
@@ -214,10 +237,11 @@ fn main() {
         let last = samples[i].last().copied();
         let Some(last) = last else { continue };
         println!(
-            "{:34} {:>10.1} {:>10} {:>9} {:>9} {:>7} {:>12}",
+            "{:34} {:>9.1} {:>9} {:>9.1} {:>8} {:>8} {:>7} {:>11}",
             v.name(),
             ms(wall[i]),
             cpu[i].map_or("-".into(), |c| format!("{:.1}", ms(c))),
+            ms(process[i]),
             last.exits,
             last.cr_exits,
             last.roots_allocated,
@@ -226,14 +250,18 @@ fn main() {
     }
 
     println!();
-    println!("ratios of medians (this run; wall, and vCPU-thread CPU time):");
+    println!(
+        "{:60} {:>5} {:>5} {:>5}",
+        "ratios of medians, this run", "wall", "vcpu", "proc"
+    );
     let ratio = |a: usize, b: usize, what: &str| {
         let w = wall[a].as_secs_f64() / wall[b].as_secs_f64();
         let c = match (cpu[a], cpu[b]) {
             (Some(x), Some(y)) => format!("{:.2}", x.as_secs_f64() / y.as_secs_f64()),
             _ => "-".into(),
         };
-        println!("  {what:58} {w:5.2}  {c:>5}");
+        let p = process[a].as_secs_f64() / process[b].as_secs_f64().max(1e-9);
+        println!("  {what:58} {w:5.2} {c:>5} {p:5.2}");
     };
     ratio(1, 0, "TDP, WP guest-owned: reuse off / on");
     ratio(3, 2, "TDP, WP intercepted: reuse off / on (seed 1)");
