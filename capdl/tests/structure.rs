@@ -369,5 +369,8 @@ image = "hello"
     // Out of range names the field.
     let bad = text.replace("priority = 103", "priority = 255");
     let err = System::from_toml(&bad).unwrap_err().to_string();
-    assert!(err.starts_with("vm[0].priority: 255 is out of range"), "{err}");
+    assert!(
+        err.starts_with("vm[0].priority: 255 is out of range"),
+        "{err}"
+    );
 }
