@@ -76,7 +76,7 @@ sel4-image: kernel root-task sel4-system
 .PHONY: sel4-pds sel4-specs sel4-system
 SEL4_PDS := uart uart_faulty timer mmu_server mmu_server_faulty mmu_server_faulty_late test_ticks test_client test_vmm
 SEL4_PDS_QEMU_TCG := vmm_server
-VM_SPECS := demo vm-tdp vm-shadow isolation nx kill vm-failure
+VM_SPECS := demo vm-tdp vm-shadow isolation nx kill vm-failure vmm-dies
 SYSTEM_SPECS := system-test fault-test too-big-test bad-device-test mmu-test restart-test uart-restart-test hpet-test $(VM_SPECS)
 SYSTEM_SPECS_ANY_CPU := system-test mmu-test
 sel4-pds: deps guests

@@ -15,7 +15,8 @@
 //! - the mmu-server killed by an injected fault in the middle of a guest's run: the
 //!   supervisor restarts it, the VM re-creates its MMU state and finishes with its
 //!   normal output;
-//! - a guest the vmm-server must stop: the diagnostic and a status of its own.
+//! - a guest the vmm-server must stop: the diagnostic and a status of its own;
+//! - a vmm-server PD that dies (its stack is too small): the supervisor ends the run.
 //!
 //! Each boot takes a second or two under TCG.
 
@@ -30,12 +31,20 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(120);
 /// The vmm-server PD writes 0x30 when it stopped its VM: QEMU exits with 97.
 const VM_STOPPED: i32 = 0x30 << 1 | 1;
+/// The supervisor writes 0x12 when no vmm-server can run and one died: QEMU exits
+/// with 37.
+const VMM_DIED: i32 = 0x12 << 1 | 1;
 
 /// Boots `spec` and waits for QEMU to exit. A PD the supervisor leaves stopped (a
-/// vmm-server that faulted, or a driver out of restarts) would leave QEMU running until
+/// vmm-server that faulted, or a driver out of restarts) may leave QEMU running until
 /// the timeout: that line ends the run at once, and the test fails with the serial
 /// output.
 fn boot(spec: &str) -> QemuRun {
+    boot_with(spec, false)
+}
+
+/// [`boot`], optionally letting a PD be left stopped (a test that expects it).
+fn boot_with(spec: &str, stopped_pd_expected: bool) -> QemuRun {
     let kernel = artefact("kernel/kernel32.elf", "kernel");
     let root_task = artefact(&format!("system-{spec}.elf"), "sel4-system");
     let mut child = Command::new("qemu-system-x86_64")
@@ -75,7 +84,7 @@ fn boot(spec: &str) -> QemuRun {
                 stopped_pd |= line.contains("stays stopped");
                 serial.push_str(&line);
                 serial.push('\n');
-                if stopped_pd {
+                if stopped_pd && !stopped_pd_expected {
                     break;
                 }
             }
@@ -85,7 +94,7 @@ fn boot(spec: &str) -> QemuRun {
     }
     let status = match child.try_wait() {
         Ok(Some(st)) => st.code(),
-        _ if stopped_pd || start.elapsed() >= TIMEOUT => {
+        _ if (stopped_pd && !stopped_pd_expected) || start.elapsed() >= TIMEOUT => {
             let _ = child.kill();
             let _ = child.wait();
             None
@@ -93,7 +102,7 @@ fn boot(spec: &str) -> QemuRun {
         _ => child.wait().ok().and_then(|st| st.code()),
     };
     assert!(
-        !stopped_pd,
+        !stopped_pd || stopped_pd_expected,
         "a PD was left stopped by the supervisor; serial:\n{serial}"
     );
     assert!(status.is_some(), "QEMU timed out; serial:\n{serial}");
@@ -324,4 +333,21 @@ fn a_vm_the_vmm_server_stops_is_a_diagnostic_and_a_status_of_its_own() {
         ],
     );
     assert_eq!(run.status, Some(VM_STOPPED), "{}", run.serial);
+}
+
+#[test]
+fn when_the_only_vmm_server_dies_the_supervisor_ends_the_run() {
+    let run = boot_with("vmm-dies", true);
+    assert_in_order(
+        &run.serial,
+        &[
+            "started PD vmm_tiny (vmm_server) at 0x400000",
+            // Its 16 KiB stack overflows into the guard page below it.
+            "supervisor: PD vmm_tiny (vmm_server) faulted: VM fault at address 0x2ff",
+            "supervisor: PD vmm_tiny stays stopped",
+            "supervisor: no VM can run any more and a vmm-server died: ending QEMU",
+        ],
+    );
+    assert!(!run.serial.contains("[vm tiny]"), "{}", run.serial);
+    assert_eq!(run.status, Some(VMM_DIED), "{}", run.serial);
 }

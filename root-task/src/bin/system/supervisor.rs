@@ -6,7 +6,13 @@
 //!   and registers, which the vmm-servers hold), so a fresh mmu-server loses no VM and
 //!   the vmm-servers re-create their MMU state when it answers `NoSuchVm`; a driver's
 //!   state is its device's, which it initialises at start;
-//! - leaves a vmm-server stopped (it holds its VM; it is not replied to).
+//! - leaves a vmm-server stopped (it holds its VM; it is not replied to). Once no
+//!   vmm-server can run any more (each one finished or stopped) and one of them died,
+//!   nothing will ever end the run: the supervisor ends QEMU through isa-debug-exit
+//!   with [`EXIT_VMM_DIED`].
+//!
+//! A PD that has finished tells the supervisor with a message of its own on the same
+//! endpoint (`capdl_spec::supervisor::LABEL_PD_DONE`), which is logged, never answered.
 //!
 //! Fault messages (seL4 5.0.0, libsel4 `shared_types.bf` and the x86_64
 //! `constants.h`): the label is the fault type; a VM fault carries IP, address,
@@ -110,14 +116,30 @@ impl core::fmt::Display for Fault {
 /// Restarts of one PD before the supervisor gives up on it.
 pub const MAX_RESTARTS: u64 = 3;
 
+/// Written to isa-debug-exit when every vmm-server has finished or stopped and one
+/// died: QEMU exits with (0x12 << 1) | 1 = 37.
+pub const EXIT_VMM_DIED: u32 = 0x12;
+
+/// Where each vmm-server is (other PDs are not tracked).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum VmmState {
+    Running,
+    Finished,
+    Died,
+}
+
 /// Serves the fault endpoint forever.
 pub fn run(mut running: Running) -> ! {
     let fault_ep: Cap<Endpoint> = running.fault_ep;
+    let mut vmms: alloc::vec::Vec<Option<VmmState>> = running
+        .pds
+        .iter()
+        .map(|pd| (pd.kind == PdKind::VmmServer).then_some(VmmState::Running))
+        .collect();
     loop {
         let (msg, badge) = fault_ep.recv();
-        let pd = (badge as usize)
-            .checked_sub(1)
-            .and_then(|i| running.pds.get_mut(i));
+        let index = (badge as usize).checked_sub(1);
+        let pd = index.and_then(|i| running.pds.get_mut(i));
         if msg.label() == capdl_spec::supervisor::LABEL_PD_DONE {
             // A PD that finished its work (a vmm-server whose VM ended): it waits for
             // a reply that never comes, so it never runs again.
@@ -126,6 +148,10 @@ pub fn run(mut running: Running) -> ! {
                 Some(pd) => info!("supervisor: PD {} finished (status {status})", pd.name),
                 None => error!("supervisor: finish message from unknown badge {badge:#x}"),
             }
+            if let Some(Some(state)) = index.and_then(|i| vmms.get_mut(i)) {
+                *state = VmmState::Finished;
+            }
+            end_if_no_vm_can_run(&vmms);
             continue;
         }
         let fault = Fault::decode(msg.label());
@@ -161,7 +187,24 @@ pub fn run(mut running: Running) -> ! {
             }
         } else {
             info!("supervisor: PD {} stays stopped", pd.name);
+            if let Some(Some(state)) = index.and_then(|i| vmms.get_mut(i)) {
+                *state = VmmState::Died;
+            }
+            end_if_no_vm_can_run(&vmms);
         }
+    }
+}
+
+/// Ends QEMU when no vmm-server runs any more and one of them died (the run would
+/// otherwise never end: only a vmm-server ends it, through its guest's isa-debug-exit).
+fn end_if_no_vm_can_run(vmms: &[Option<VmmState>]) {
+    let states = || vmms.iter().flatten();
+    if states().any(|s| *s == VmmState::Running) || !states().any(|s| *s == VmmState::Died) {
+        return;
+    }
+    error!("supervisor: no VM can run any more and a vmm-server died: ending QEMU");
+    if let Err(e) = sel4::init_thread::IO_PORT.ioport_out32(0xf4, EXIT_VMM_DIED) {
+        error!("supervisor: cannot write the isa-debug-exit port: {e}");
     }
 }
 
