@@ -75,10 +75,7 @@ fn boot_with(spec: &str, stopped_pd_expected: bool) -> QemuRun {
     let start = Instant::now();
     let mut serial = String::new();
     let mut stopped_pd = false;
-    loop {
-        let Some(left) = TIMEOUT.checked_sub(start.elapsed()) else {
-            break;
-        };
+    while let Some(left) = TIMEOUT.checked_sub(start.elapsed()) {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 stopped_pd |= line.contains("stays stopped");
