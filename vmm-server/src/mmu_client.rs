@@ -103,6 +103,13 @@ impl<T: Transport> MmuClient<T> {
                     }
                     return Ok(reply);
                 }
+                // The server died serving the VM's creation: a restarted one knows
+                // nothing of it yet, so the request alone is sent again.
+                Err(ipc::Error::Transport)
+                    if R::LABEL == Label::CreateVm && attempts < MAX_RECREATIONS_PER_CALL =>
+                {
+                    attempts += 1;
+                }
                 Err(error @ (ipc::Error::Transport | ipc::Error::NoSuchVm))
                     if R::LABEL != Label::CreateVm
                         && self.replay.create.is_some()

@@ -176,7 +176,9 @@ fn run(mode: MmuMode, die_on: Option<(ipc::Label, u64)>) -> Run {
     }
 }
 
-fn check(mode: MmuMode, die_on: (ipc::Label, u64)) {
+/// Runs kernexec without and with the server dying once on `die_on`; `recreations`:
+/// how often the VM must re-create its MMU state (0 when it died creating it).
+fn check_recreations(mode: MmuMode, die_on: (ipc::Label, u64), recreations: u32) {
     let reference = run(mode, None);
     assert_eq!(
         reference.outcome,
@@ -193,12 +195,19 @@ fn check(mode: MmuMode, die_on: (ipc::Label, u64)) {
 
     let r = run(mode, Some(die_on));
     assert_eq!(r.deaths, 1, "the server died once ({mode:?}, {die_on:?})");
-    assert_eq!(r.recreations, 1, "the VM re-created its MMU state once");
+    assert_eq!(
+        r.recreations, recreations,
+        "the VM re-created its MMU state {recreations} time(s)"
+    );
     assert_eq!(r.outcome, VmOutcome::Exited { status: 1 }, "{}", r.serial);
     assert_eq!(
         r.serial, reference.serial,
         "same output as without the restart"
     );
+}
+
+fn check(mode: MmuMode, die_on: (ipc::Label, u64)) {
+    check_recreations(mode, die_on, 1);
 }
 
 #[test]
@@ -216,6 +225,12 @@ fn a_shadow_vm_finishes_after_the_mmu_server_dies_on_a_page_fault() {
 #[test]
 fn a_shadow_vm_finishes_after_the_mmu_server_dies_on_a_cr_write() {
     check(MmuMode::Shadow, (ipc::Label::CrWrite, 10));
+}
+
+#[test]
+fn a_vm_is_created_when_the_mmu_server_dies_on_its_create_vm() {
+    // Nothing to re-create: CreateVm alone is sent again.
+    check_recreations(MmuMode::Tdp, (ipc::Label::CreateVm, 0), 0);
 }
 
 #[test]
