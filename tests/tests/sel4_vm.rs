@@ -15,7 +15,8 @@
 //! - the mmu-server killed by an injected fault in the middle of a guest's run: the
 //!   supervisor restarts it, the VM re-creates its MMU state and finishes with its
 //!   normal output;
-//! - a guest the vmm-server must stop: the diagnostic and a status of its own;
+//! - a VM whose image is missing, and a guest the vmm-server must stop: a message or
+//!   the diagnostic, and statuses of their own;
 //! - a vmm-server PD that dies (its stack is too small): the supervisor ends the run.
 //!
 //! Each boot takes a second or two under TCG.
@@ -318,12 +319,14 @@ fn the_vm_finishes_when_the_mmu_server_is_killed_and_restarted_under_it() {
 }
 
 #[test]
-fn a_vm_the_vmm_server_stops_is_a_diagnostic_and_a_status_of_its_own() {
+fn a_vm_that_cannot_start_or_that_the_vmm_server_stops_is_a_diagnostic_and_a_status() {
     let run = boot("vm-failure");
     no_faults(&run);
     assert_in_order(
         &run.serial,
         &[
+            "[ERROR vmm_server_pd] vmm-server missing: no guest image \"nosuch\" in this PD (it carries hello, kernexec, ptwrite, faults)",
+            "supervisor: PD vmm_missing finished (status 99)",
             "[vm faulty] faults: triple fault next",
             "[ERROR vmm_server_pd] vmm-server faulty: VM stopped: triple fault at RIP 0x",
             ", instruction bytes: 0f 0b",
