@@ -236,7 +236,7 @@ pub fn ptwrite() -> GuestCase {
 /// tests; checkpoints 1..=7 follow the steps of MMU_REFERENCE.md section 5.
 pub const HUGEEXEC_HP_GPAS: [u64; 3] = [0x400_0000, 0x420_0000, 0x440_0000];
 /// The wait hint hugeexec gives before checkpoint 6, in milliseconds.
-pub const HUGEEXEC_WAIT_MS: u32 = 500;
+pub const HUGEEXEC_WAIT_MS: u32 = 2000;
 
 pub fn hugeexec() -> GuestCase {
     GuestCase {

@@ -30,7 +30,7 @@ const fn hp_base(hp: u8) -> u64 {
 }
 
 /// How long step 6 asks capvisor to pause, so NX huge page recovery can run.
-const WAIT_MS: u32 = 500;
+const WAIT_MS: u32 = 2000;
 
 #[repr(C, align(4096))]
 struct TablePool([u8; 8 * 4096]);
