@@ -392,7 +392,9 @@ fn the_timer_pd_drives_the_hpet_from_a_device_frame() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no interval in {line:?}"));
-    assert!((10_000..=30_000).contains(&us), "interval {us} us: {line}");
+    // 20 ms programmed; the bound only has to tell it from the 50 ms PIT the kernel
+    // leaves running, with room for a QEMU stalled by a loaded machine.
+    assert!((10_000..=40_000).contains(&us), "interval {us} us: {line}");
     assert_in_order(
         &run.serial,
         &[
