@@ -8,7 +8,7 @@
 //! CPU model (no FSGSBASE, no 1 GiB pages). Each has its own root task build, because
 //! object-type numbers depend on the configuration.
 
-use capvisor_tests::{artefact, run_qemu, QemuRun};
+use capvisor_tests::{artefact, assert_in_order, run_qemu, QemuRun};
 use std::time::Duration;
 
 /// Boot to exit takes about half a second; allow for a loaded machine.
@@ -25,17 +25,6 @@ fn boot(kernel_dir: &str, root_task: &str, cpu: Option<&str>) -> QemuRun {
         args.extend(["-cpu", model]);
     }
     run_qemu(&kernel, &args, TIMEOUT)
-}
-
-/// Asserts that `serial` contains each of `lines`, in this order.
-fn assert_in_order(serial: &str, lines: &[&str]) {
-    let mut rest = serial;
-    for line in lines {
-        match rest.find(line) {
-            Some(at) => rest = &rest[at + line.len()..],
-            None => panic!("missing (or out of order): {line:?}\n--- serial ---\n{serial}"),
-        }
-    }
 }
 
 /// The untyped-cap count and free-slot count of the root task's boot-info line

@@ -12,11 +12,8 @@
 //! - the supervisor restarts a faulting mmu-server (and the VM goes on) or driver;
 //! - the timer PD runs on the HPET as well as on the PIT.
 
-use capvisor_tests::{artefact, run_qemu, QemuRun};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use capvisor_tests::{artefact, assert_in_order, run_qemu, run_qemu_until, QemuRun};
+use std::time::Duration;
 
 /// Boot to exit takes about a second; allow for a loaded machine.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,66 +47,6 @@ fn boot_any_cpu(spec: &str) -> QemuRun {
     let root_task = artefact(&format!("system-{spec}-any-cpu.elf"), "sel4-system");
     let root_task = root_task.to_str().expect("a UTF-8 build path");
     run_qemu(&kernel, &["-m", "512", "-initrd", root_task], TIMEOUT)
-}
-
-/// Boots and reads the serial output line by line until a line contains `until`
-/// (then stops QEMU) or the timeout passes. For runs that do not end by themselves.
-fn boot_until(spec: &str, until: &str) -> (String, bool) {
-    let (kernel, root_task) = qemu_args(spec);
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel", "tcg", "-cpu", "max", "-m", "512", "-display", "none",
-        ])
-        .args(["-monitor", "none", "-no-reboot", "-serial", "stdio"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .args(["-initrd", &root_task])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 runs (make deps installs it)");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut serial = String::new();
-    let mut seen = false;
-    while let Some(left) = TIMEOUT.checked_sub(start.elapsed()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                serial.push_str(&line);
-                serial.push('\n');
-                if line.contains(until) {
-                    seen = true;
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    (serial, seen)
-}
-
-/// Asserts that `serial` contains each of `lines`, in this order.
-fn assert_in_order(serial: &str, lines: &[&str]) {
-    let mut rest = serial;
-    for line in lines {
-        match rest.find(line) {
-            Some(at) => rest = &rest[at + line.len()..],
-            None => panic!("missing (or out of order): {line:?}\n--- serial ---\n{serial}"),
-        }
-    }
 }
 
 #[test]
@@ -198,7 +135,14 @@ fn check_system_test(run: &QemuRun, config: &str) {
 
 #[test]
 fn the_supervisor_reports_a_faulting_pd_with_its_registers() {
-    let (serial, seen) = boot_until("fault-test", "supervisor: PD vmm_demo stays stopped");
+    let (kernel, root_task) = qemu_args("fault-test");
+    let run = run_qemu_until(
+        &kernel,
+        &["-cpu", "max", "-m", "512", "-initrd", &root_task],
+        TIMEOUT,
+        |line| line.contains("supervisor: PD vmm_demo stays stopped"),
+    );
+    let (serial, seen) = (run.serial, run.stopped);
     assert!(seen, "the supervisor never finished its report:\n{serial}");
     assert_in_order(
         &serial,

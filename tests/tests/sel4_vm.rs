@@ -22,11 +22,8 @@
 //! Each boot takes a second or two under TCG.
 
 use capvisor_tests::guests::{self, GuestCase};
-use capvisor_tests::{artefact, QemuRun};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use capvisor_tests::{artefact, assert_in_order, run_qemu_until, QemuRun};
+use std::time::Duration;
 
 /// A boot with its VMs takes 1-3 s; allow for a loaded machine.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -48,67 +45,24 @@ fn boot(spec: &str) -> QemuRun {
 fn boot_with(spec: &str, stopped_pd_expected: bool) -> QemuRun {
     let kernel = artefact("kernel/kernel32.elf", "kernel");
     let root_task = artefact(&format!("system-{spec}.elf"), "sel4-system");
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel", "tcg", "-cpu", "max", "-m", "512", "-display", "none",
-        ])
-        .args(["-monitor", "none", "-no-reboot", "-serial", "stdio"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&root_task)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 runs (make deps installs it)");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
-    let mut serial = String::new();
-    let mut stopped_pd = false;
-    while let Some(left) = TIMEOUT.checked_sub(start.elapsed()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                stopped_pd |= line.contains("stays stopped");
-                serial.push_str(&line);
-                serial.push('\n');
-                if stopped_pd && !stopped_pd_expected {
-                    break;
-                }
-            }
-            // QEMU exited (its stdout closed) or the time is up.
-            Err(_) => break,
-        }
-    }
-    let status = match child.try_wait() {
-        Ok(Some(st)) => st.code(),
-        _ if (stopped_pd && !stopped_pd_expected) || start.elapsed() >= TIMEOUT => {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
-        _ => child.wait().ok().and_then(|st| st.code()),
-    };
-    assert!(
-        !stopped_pd || stopped_pd_expected,
-        "a PD was left stopped by the supervisor; serial:\n{serial}"
+    let root_task = root_task.to_str().expect("a UTF-8 build path");
+    let run = run_qemu_until(
+        &kernel,
+        &["-cpu", "max", "-m", "512", "-initrd", root_task],
+        TIMEOUT,
+        |line| !stopped_pd_expected && line.contains("stays stopped"),
     );
-    assert!(status.is_some(), "QEMU timed out; serial:\n{serial}");
-    QemuRun {
-        serial,
-        status,
-        timed_out: false,
-    }
+    assert!(
+        !run.stopped,
+        "a PD was left stopped by the supervisor; serial:\n{}",
+        run.serial
+    );
+    assert!(
+        run.status.is_some(),
+        "QEMU timed out; serial:\n{}",
+        run.serial
+    );
+    run
 }
 
 /// The lines VM `vm` printed on COM1 (the vmm-server PD prefixes each one). The
@@ -137,17 +91,6 @@ fn check_vm(run: &QemuRun, vm: &str, case: &GuestCase) {
             case.exit_value
         )],
     );
-}
-
-/// Asserts that `serial` contains each of `lines`, in this order.
-fn assert_in_order(serial: &str, lines: &[&str]) {
-    let mut rest = serial;
-    for line in lines {
-        match rest.find(line) {
-            Some(at) => rest = &rest[at + line.len()..],
-            None => panic!("missing (or out of order): {line:?}\n--- serial ---\n{serial}"),
-        }
-    }
 }
 
 fn no_faults(run: &QemuRun) {
